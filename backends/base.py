@@ -1,0 +1,82 @@
+"""The one interface every isolation backend implements (a few primitives, like fsspec's)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from sandbox_core.settings import Settings
+
+#: Labels every sandbox carries, so a host can find its own after a crash or a Redis loss.
+LABEL_FLEET = "io.sandbox-fleet.prefix"
+LABEL_HOST = "io.sandbox-fleet.host"
+LABEL_TYPE = "io.sandbox-fleet.type"
+LABEL_NAME = "io.sandbox-fleet.name"
+
+
+@dataclass
+class ContainerSpec:
+    """Everything a backend needs to start one sandbox."""
+
+    name: str
+    image: str
+    host_port: int
+    environment: dict[str, str]
+    labels: dict[str, str]
+    workspace: str | None = None  # host folder mounted read-write at /workspace
+    readonly_mounts: dict[str, str] = field(default_factory=dict)
+    memory: str | None = None  # e.g. "512m"
+    cpus: float | None = None
+    runtime_config: dict = field(default_factory=dict)
+
+
+@dataclass
+class Container:
+    """A started sandbox as the backend sees it."""
+
+    id: str
+    name: str
+    status: str  # "running", "exited", "paused", "created", ...
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(ABC):
+    """Create, inspect and remove sandboxes on this host.
+
+    Implementations translate their runtime's errors into ``sandbox_core.errors`` types. The
+    sandbox's agent listens on port 80 inside; ``create`` publishes it on 127.0.0.1:host_port.
+    """
+
+    name = "abstract"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def create(self, spec: ContainerSpec) -> Container:
+        """Start a sandbox; it is running (its agent may still be starting) when this returns."""
+
+    @abstractmethod
+    def remove(self, container_id: str) -> None:
+        """Stop and delete a sandbox; a sandbox that is already gone is not an error."""
+
+    @abstractmethod
+    def inspect(self, container_id: str) -> Container | None:
+        """The sandbox, or None if it does not exist."""
+
+    @abstractmethod
+    def list(self, labels: dict[str, str]) -> list[Container]:
+        """Every sandbox carrying all these labels (for reconcile)."""
+
+    @abstractmethod
+    def start(self, container_id: str) -> None: ...
+
+    @abstractmethod
+    def stop(self, container_id: str, timeout: int = 1) -> None: ...
+
+    def status(self, container_id: str) -> str | None:
+        container = self.inspect(container_id)
+        return container.status if container else None
+
+    def close(self) -> None:
+        """Release client connections."""

@@ -1,0 +1,102 @@
+"""The Flask app factory: ``create_app(settings)``.
+
+The app validates requests and hands work to the fleet's workers through Celery; it never touches
+a container runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, jsonify
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from sandbox_core.celery_app import make_celery
+from sandbox_core.errors import SandboxError
+from sandbox_core.fleet import Fleet
+from sandbox_core.jobs import JobClient
+from sandbox_core.registry import load_extensions
+from sandbox_core.settings import Settings, extensions_from_env, load_settings
+from sandbox_core.store import Store
+
+from . import auth, proxy, rpc
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, extensions: list[str] | None = None) -> Flask:
+    settings = settings or load_settings()
+    load_extensions(settings, extensions_from_env() if extensions is None else extensions)
+
+    app = Flask("sandbox_api")
+    app.config.update(
+        SANDBOX_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.FLEET_MAX_BODY_MB * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False
+    app.json.compact = True
+    app.url_map.merge_slashes = True
+    app.url_map.strict_slashes = False
+
+    store = Store.connect(settings)
+    app.extensions["sandbox_fleet"] = Fleet(
+        settings, store, JobClient(make_celery(settings, "sandbox_api"), store))
+
+    auth.init_app(app)
+    app.register_blueprint(rpc.bp)
+    app.register_blueprint(proxy.bp)
+    app.add_url_rule("/health", "health", _health)
+    _register_error_handlers(app)
+    return app
+
+
+def _health():
+    from flask import current_app
+
+    fleet: Fleet = current_app.extensions["sandbox_fleet"]
+    try:
+        fleet.store.redis.ping()
+    except redis.RedisError as e:
+        return jsonify(status="unhealthy", detail=f"state store unreachable: {e}"), 503
+    return jsonify(status="healthy", version=fleet.settings.DEFAULT_SANDBOX_TYPE)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(SandboxError)
+    def sandbox_error(e: SandboxError):
+        return jsonify(detail=e.detail), e.status
+
+    @app.errorhandler(ValidationError)
+    def invalid_body(e: ValidationError):
+        return jsonify(detail=_describe(e.messages)), 400
+
+    @app.errorhandler(redis.RedisError)
+    def store_down(e: redis.RedisError):
+        log.error("state store error: %s", e)
+        return jsonify(detail=f"state store unavailable: {e}"), 503
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        return jsonify(detail=e.description), e.code
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):
+        log.exception("unexpected error")
+        return jsonify(detail=f"internal error: {type(e).__name__}"), 500
+
+
+def _describe(messages, prefix: str = "") -> str:
+    """marshmallow's nested messages as one line: ``field: problem; other: problem``."""
+    if isinstance(messages, dict):
+        parts = []
+        for key, value in messages.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            text = _describe(value, name)
+            parts.append(text if isinstance(value, dict) else f"{name}: {text}")
+        return "; ".join(parts)
+    if isinstance(messages, list):
+        return " ".join(str(m) for m in messages)
+    return str(messages)

@@ -1,0 +1,1 @@
+"""Command-line entry points: runtime-sandbox-server and runtime-sandbox-builder."""

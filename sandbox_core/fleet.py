@@ -1,0 +1,275 @@
+"""The fleet's operations, as the API, beat and the server command ask for them.
+
+This layer writes records and sends jobs; it never touches a container runtime. Workers do that, on
+the host that owns the sandbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from . import jobs
+from . import store as states
+from .errors import BadRequest, CapacityExceeded, NotFound, Unavailable
+from .ids import new_session_id
+from .jobs import JobClient
+from .registry import base_type, get_spec
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+#: Extra seconds a caller waits for a create beyond the sandbox's own start timeout (queueing).
+QUEUE_SLACK = 30
+#: The agent enforces a tool's timeout; the caller waits a little longer for the reply to travel.
+CALL_SLACK = 10
+
+
+class Fleet:
+    def __init__(self, settings: Settings, store: Store, job_client: JobClient) -> None:
+        self.settings = settings
+        self.store = store
+        self.jobs = job_client
+
+    @property
+    def create_timeout(self) -> float:
+        return self.settings.FLEET_CREATE_TIMEOUT + QUEUE_SLACK
+
+    # -- acquiring ---------------------------------------------------------------------------
+
+    def default_type(self) -> str:
+        return self.settings.DEFAULT_SANDBOX_TYPE[0]
+
+    def acquire(self, sandbox_type: str | None, meta: dict | None) -> str:
+        """A warm sandbox of the type if one is pooled, else a new one (create_from_pool)."""
+        sandbox_type = sandbox_type or self.default_type()
+        get_spec(self.settings, sandbox_type)  # unknown types are the client's mistake: 400
+        pooled = base_type(sandbox_type)
+        if pooled in self.settings.DEFAULT_SANDBOX_TYPE and self.settings.POOL_SIZE > 0:
+            name = self.store.claim(pooled, _session_of(meta), meta)
+            self.jobs.send(jobs.REFILL, {}, jobs.CREATE_QUEUE)  # top the pool up again now
+            if name:
+                log.info("sandbox %s: taken from the %s pool", name, pooled)
+                return name
+        return self.create(sandbox_type, meta=meta)
+
+    def create(self, sandbox_type: str | None, *, environment: dict | None = None,
+               meta: dict | None = None, mount_dir: str | None = None,
+               storage_path: str | None = None) -> str:
+        """Create a sandbox and wait until its agent answers; returns its name."""
+        sandbox_type = sandbox_type or self.default_type()
+        get_spec(self.settings, sandbox_type)
+        for key, value in (environment or {}).items():
+            if value is None:
+                raise BadRequest(f"environment.{key} is null; give it a string value")
+        if mount_dir and not self.settings.ALLOW_MOUNT_DIR:
+            mount_dir = None  # as upstream: only ALLOW_MOUNT_DIR lets a client pick the folder
+        session_id = new_session_id()
+        name = self.settings.CONTAINER_PREFIX_KEY + session_id
+        self.store.open_record(
+            name, session_id=session_id, sandbox_type=sandbox_type, meta=meta or {},
+            session_ctx_id=_session_of(meta), environment={k: str(v) for k, v in
+                                                           (environment or {}).items()},
+            mount_dir=mount_dir, workspace_owned=not mount_dir, storage_path=storage_path,
+            version=get_spec(self.settings, sandbox_type).image, desktop_token=secrets.token_hex(16),
+            timeout=get_spec(self.settings, sandbox_type).timeout)
+        self._reserve(name)
+        return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout)
+
+    def _reserve(self, name: str) -> None:
+        """Take an instance slot for a record just opened; without one the record goes."""
+        try:
+            self.store.reserve_instance(name)
+        except CapacityExceeded:
+            self.store.delete(name)
+            raise
+
+    # -- using -------------------------------------------------------------------------------
+
+    def live_record(self, identity: str, touch: bool = False) -> dict:
+        """The live record an identity points at (following redirects), or NotFound.
+
+        With ``touch``, the session's heartbeat is recorded and a recycled sandbox is restored.
+        """
+        record = self.store.find(_identity(identity))
+        if record is None:
+            raise NotFound(f"sandbox not found: {identity}")
+        if touch and record.get("session_ctx_id"):
+            for recycled in self.store.touch(record["session_ctx_id"]):
+                self.restore(recycled)
+            if record["state"] == states.RECYCLED:
+                record = self.store.find(record["container_name"]) or record
+        if record["state"] not in (states.RUNNING, states.WARM):
+            raise NotFound(f"sandbox {record['container_name']} is {record['state']}")
+        return record
+
+    def agent_call(self, identity: str, op: str, timeout: float | None = None,
+                   touch: bool = True, **payload: Any) -> Any:
+        """Carry one request into a sandbox through its host's call queue."""
+        record = self.live_record(identity, touch=touch)
+        timeout = timeout or record.get("timeout") or self.settings.RUNTIME_SANDBOX_TIMEOUT
+        return self.jobs.run(
+            jobs.AGENT, {"name": record["container_name"], "op": op, "timeout": timeout, **payload},
+            jobs.call_queue(record["host"]), timeout + CALL_SLACK)
+
+    def control(self, identity: str, op: str) -> Any:
+        """start / stop / status of a sandbox's container, on its host."""
+        record = self.store.find(_identity(identity))
+        if record is None or not record.get("host"):
+            raise NotFound(f"sandbox not found: {identity}")
+        return self.jobs.run(jobs.CONTROL, {"name": record["container_name"], "op": op},
+                             jobs.host_queue(record["host"]), 60)
+
+    # -- releasing ---------------------------------------------------------------------------
+
+    def release(self, identity: str) -> bool:
+        """Mark released at once and send the teardown to the owning host. Unknown ids: True."""
+        record = self.store.find(_identity(identity), follow=False)
+        hops = 0
+        while record is not None and hops <= states.MAX_REDIRECTS:
+            self._retire(record, states.RELEASED)
+            target = record.get("redirect_to")
+            record = self.store.get(target) if target else None
+            hops += 1
+        return True
+
+    def _retire(self, record: dict, state: str, reason: str = "") -> None:
+        if record["state"] in (states.REPLACED, states.RECYCLED) and state == states.RELEASED:
+            self.store.update(record["container_name"], state=states.RELEASED,
+                              released_at=time.time())
+            return
+        previous = self.store.retire(record, state, reason)
+        if previous is None or not record.get("host"):
+            return  # not live, or no worker has it yet: the create itself will notice
+        self.jobs.send(jobs.TEARDOWN, {"name": record["container_name"],
+                                       "keep_workspace": state == states.RECYCLED},
+                       jobs.host_queue(record["host"]))
+        log.info("sandbox %s: %s", record["container_name"], state)
+
+    def cleanup(self, host: str | None = None) -> int:
+        """Release every live sandbox (of one host, if given). Returns how many."""
+        names = self.store.host_names(host) if host else self.store.live_names()
+        count = 0
+        for name in names:
+            record = self.store.get(name)
+            if record and record["state"] in states.LIVE_STATES:
+                self.release(name)
+                count += 1
+        return count
+
+    # -- lifecycle: recycling, restoring, pools -----------------------------------------------
+
+    def reap_idle(self) -> int:
+        """Recycle the sandboxes of sessions idle past HEARTBEAT_TIMEOUT, each once."""
+        reaped = 0
+        for ctx_id in self.store.idle_sessions(self.settings.HEARTBEAT_TIMEOUT):
+            if not self.store.lock(f"heartbeat:{ctx_id}", self.settings.HEARTBEAT_LOCK_TTL):
+                continue
+            try:
+                last = self.store.heartbeat_of(ctx_id)
+                if last is None or last > time.time() - self.settings.HEARTBEAT_TIMEOUT:
+                    continue  # touched while we took the lock
+                for name in self.store.session_names(ctx_id):
+                    record = self.store.get(name)
+                    if record and record["state"] == states.RUNNING:
+                        self._retire(record, states.RECYCLED, "heartbeat_timeout")
+                        reaped += 1
+                self.store.forget_heartbeat(ctx_id)
+            finally:
+                self.store.unlock(f"heartbeat:{ctx_id}")
+        return reaped
+
+    def restore(self, old_name: str) -> str:
+        """Bring a recycled sandbox back as a new one on the same host with the same workspace."""
+        if not self.store.lock(f"restore:{old_name}", int(self.create_timeout)):
+            return self._await_restore(old_name)
+        try:
+            old = self.store.get(old_name)
+            if old is None or old["state"] != states.RECYCLED:
+                return (old or {}).get("redirect_to") or old_name
+            session_id = new_session_id()
+            name = self.settings.CONTAINER_PREFIX_KEY + session_id
+            self.store.open_record(
+                name, session_id=session_id, sandbox_type=old["sandbox_type"], meta=old["meta"],
+                session_ctx_id=old.get("session_ctx_id"), environment=old.get("environment") or {},
+                mount_dir=old.get("mount_dir"), workspace_owned=old.get("workspace_owned") != "0",
+                storage_path=old.get("storage_path"), version=old.get("version"),
+                desktop_token=secrets.token_hex(16), timeout=old.get("timeout"))
+            self._reserve(name)
+            log.info("sandbox %s: restoring as %s", old_name, name)
+            return self.jobs.run(jobs.CREATE, {"name": name, "replaces": old_name},
+                                 jobs.host_queue(old["host"]), self.create_timeout)
+        finally:
+            self.store.unlock(f"restore:{old_name}")
+
+    def _await_restore(self, old_name: str) -> str:
+        """Another request is restoring this sandbox: wait for it to finish (bounded)."""
+        deadline = time.monotonic() + self.create_timeout
+        while time.monotonic() < deadline:
+            old = self.store.get(old_name)
+            if old and old.get("redirect_to"):
+                return old["redirect_to"]
+            time.sleep(0.05)
+        raise Unavailable(f"sandbox {old_name} is being restored; try again")
+
+    def refill_pools(self) -> int:
+        """Top every pooled type up to exactly POOL_SIZE (creates in flight count)."""
+        sent = 0
+        stale_after = self.create_timeout * 2
+        for pooled in dict.fromkeys(base_type(t) for t in self.settings.DEFAULT_SANDBOX_TYPE):
+            spec = get_spec(self.settings, pooled)
+            for _ in range(self.settings.POOL_SIZE):
+                session_id = new_session_id()
+                name = self.settings.CONTAINER_PREFIX_KEY + session_id
+                if not self.store.reserve_pool_slot(pooled, name, stale_after):
+                    break
+                self.store.open_record(
+                    name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
+                    version=spec.image, timeout=spec.timeout, workspace_owned=True,
+                    desktop_token=secrets.token_hex(16))
+                self.jobs.send(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE)
+                sent += 1
+        return sent
+
+
+def _session_of(meta: dict | None) -> str | None:
+    value = (meta or {}).get("session_ctx_id")
+    return str(value) if value else None
+
+
+def _identity(identity: Any) -> str:
+    if not isinstance(identity, str) or not identity:
+        raise BadRequest("identity must be a non-empty string (a sandbox name or id)")
+    return identity
+
+
+def public_info(record: dict) -> dict:
+    """A record as /get_info shows it: upstream's ContainerModel, minus the in-sandbox secret."""
+    return {
+        "session_id": record.get("session_id"),
+        "container_id": record.get("container_id"),
+        "container_name": record.get("container_name"),
+        "url": record.get("url"),
+        "ports": record.get("ports") or [],
+        "mount_dir": record.get("mount_dir"),
+        "storage_path": record.get("storage_path"),
+        # The SDK reads this only to open the GUI desktop; it is a desktop-only token, never the
+        # sandbox's SECRET_TOKEN.
+        "runtime_token": record.get("desktop_token"),
+        "version": record.get("version"),
+        "meta": record.get("meta") or {},
+        "timeout": record.get("timeout"),
+        "sandbox_type": record.get("sandbox_type"),
+        "state": record.get("state"),
+        "session_ctx_id": record.get("session_ctx_id"),
+        "last_active_at": record.get("last_active_at"),
+        "recycled_at": record.get("recycled_at"),
+        "released_at": record.get("released_at"),
+        "updated_at": record.get("updated_at"),
+        "recycle_reason": record.get("recycle_reason"),
+        "redirect_to": record.get("redirect_to"),
+        "host": record.get("host"),
+    }

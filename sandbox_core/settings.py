@@ -1,0 +1,320 @@
+"""Every setting of the fleet, declared once, typed, with its default.
+
+The names, formats and defaults are the agentscope-runtime sandbox server's, so an existing ``.env``
+means the same here. A handful of fleet-only settings (``FLEET_*``, ``REDIS_URL``, ``TOOL_TIMEOUT``)
+follow them. Nothing else in the project reads ``os.environ``: the API, the workers and the command
+line all build one :class:`Settings` with :func:`load_settings`.
+
+Sources, lowest priority first: the defaults below, ``./.env`` (never overriding the environment),
+the environment, then a ``--config`` file (which overrides the environment, as upstream).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .errors import SettingsError
+
+#: Passed by ``runtime-sandbox-server`` to the processes it starts.
+CONFIG_FILE_VAR = "SANDBOX_FLEET_CONFIG"
+EXTENSIONS_VAR = "SANDBOX_FLEET_EXTENSIONS"
+
+DEPLOYMENTS = ("docker", "gvisor", "boxlite", "k8s", "agentrun", "fc", "cloud")
+
+
+# -- parsers: each turns the text of one variable into its value, or raises ValueError ------------
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _optional_str(text: str) -> str | None:
+    return text if text.strip() else None
+
+
+def _optional_int(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected a whole number >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected a whole number >= 1")
+    return value
+
+
+def _str_list(text: str) -> tuple[str, ...]:
+    """A single value, a comma list, or a JSON list (upstream's DEFAULT_SANDBOX_TYPE formats)."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            items = text[1:-1].split(",")
+    else:
+        items = text.split(",")
+    return tuple(str(item).strip().strip("'\"") for item in items if str(item).strip())
+
+
+def _optional_str_list(text: str) -> tuple[str, ...] | None:
+    return _str_list(text) if text.strip() else None
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        start, end = json.loads(text.replace("(", "[").replace(")", "]"))
+        start, end = int(start), int(end)
+    except (ValueError, TypeError) as e:
+        raise ValueError("expected a JSON pair such as [49152,59152]") from e
+    if not 0 < start < end <= 65536:
+        raise ValueError("expected [start, end) with 0 < start < end <= 65536")
+    return start, end
+
+
+def _mounts(text: str) -> dict[str, str] | None:
+    if not text.strip():
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError('expected a JSON object of host path to container path, e.g. {"/data": "/data"}')
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _setting(default: Any, parse: Callable[[str], Any] = str, doc: str = "", *, fleet: bool = False):
+    """Declare one setting: its default, the parser of its text form, and a line of help."""
+    return field(default=default, metadata={"parse": parse, "doc": doc, "fleet": fleet})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Service
+    HOST: str = _setting("127.0.0.1", doc="API bind address; 0.0.0.0 for external access")
+    PORT: int = _setting(8000, int, "API port")
+    WORKERS: int = _setting(1, _positive_int, "API (gunicorn) worker processes")
+    DEBUG: bool = _setting(False, _bool, "debug logging and tracebacks in logs")
+    BEARER_TOKEN: str | None = _setting(None, _optional_str, "token clients must send; unset = no auth")
+
+    # Manager
+    DEFAULT_SANDBOX_TYPE: tuple = _setting(
+        ("base",), _str_list, "pooled type(s): single, comma list or JSON list")
+    POOL_SIZE: int = _setting(1, _non_negative_int, "warm sandboxes kept per pooled type")
+    AUTO_CLEANUP: bool = _setting(True, _bool, "release this fleet's sandboxes when the server stops")
+    CONTAINER_PREFIX_KEY: str = _setting(
+        "runtime_sandbox_container_", doc="name prefix of every sandbox container")
+    CONTAINER_DEPLOYMENT: str = _setting(
+        "docker", _choice(*DEPLOYMENTS), "isolation backend: docker, gvisor, boxlite, k8s, agentrun, fc")
+
+    # Mounts
+    DEFAULT_MOUNT_DIR: str = _setting(
+        "sessions_mount_dir", doc="host folder holding each sandbox's /workspace (<dir>/<id>)")
+    READONLY_MOUNTS: dict | None = _setting(
+        None, _mounts, 'read-only mounts, JSON {"/host/path": "/container/path"}')
+    ALLOW_MOUNT_DIR: bool = _setting(False, _bool, "let /create choose the host folder (mount_dir)")
+    STORAGE_FOLDER: str | None = _setting(
+        None, _optional_str, "copy workspaces to/from this folder (or OSS prefix) on release/restore")
+    PORT_RANGE: tuple = _setting((49152, 59152), _port_range, "host ports for sandboxes, [start, end)")
+
+    # Redis
+    REDIS_ENABLED: bool = _setting(
+        False, _bool, "use the Redis below; false = runtime-sandbox-server runs a private one")
+    REDIS_SERVER: str = _setting("localhost", doc="Redis host")
+    REDIS_PORT: int = _setting(6379, int, "Redis port")
+    REDIS_DB: int = _setting(0, _non_negative_int, "Redis database number")
+    REDIS_USER: str | None = _setting(None, _optional_str, "Redis ACL user")
+    REDIS_PASSWORD: str | None = _setting(None, _optional_str, "Redis password")
+    REDIS_PORT_KEY: str = _setting(
+        "_runtime_sandbox_container_occupied_ports", doc="Redis key of the occupied-port sets")
+    REDIS_CONTAINER_POOL_KEY: str = _setting(
+        "_runtime_sandbox_container_container_pool", doc="Redis key of the warm pools")
+    REDIS_URL: str | None = _setting(
+        None, _optional_str, "full Redis URL (redis:// or unix://); overrides REDIS_SERVER etc.",
+        fleet=True)
+
+    # Storage
+    FILE_SYSTEM: str = _setting("local", _choice("local", "oss"), "where STORAGE_FOLDER lives")
+    OSS_ENDPOINT: str = _setting("http://oss-cn-hangzhou.aliyuncs.com", doc="OSS endpoint")
+    OSS_ACCESS_KEY_ID: str = _setting("your-access-key-id", doc="OSS access key id")
+    OSS_ACCESS_KEY_SECRET: str = _setting("your-access-key-secret", doc="OSS access key secret")
+    OSS_BUCKET_NAME: str = _setting("your-bucket-name", doc="OSS bucket")
+
+    # Kubernetes
+    K8S_NAMESPACE: str = _setting("default", doc="namespace for sandbox pods")
+    KUBECONFIG_PATH: str | None = _setting(None, _optional_str, "kubeconfig file")
+
+    # AgentRun / Function Compute
+    AGENT_RUN_ACCOUNT_ID: str | None = _setting(None, _optional_str, "AgentRun account id")
+    AGENT_RUN_ACCESS_KEY_ID: str | None = _setting(None, _optional_str, "AgentRun access key id")
+    AGENT_RUN_ACCESS_KEY_SECRET: str | None = _setting(None, _optional_str, "AgentRun secret")
+    AGENT_RUN_REGION_ID: str = _setting("cn-hangzhou", doc="AgentRun region")
+    AGENT_RUN_CPU: float = _setting(2.0, float, "AgentRun vCPUs")
+    AGENT_RUN_MEMORY: int = _setting(2048, int, "AgentRun memory (MB)")
+    AGENT_RUN_VPC_ID: str | None = _setting(None, _optional_str, "AgentRun VPC")
+    AGENT_RUN_VSWITCH_IDS: tuple | None = _setting(None, _optional_str_list, "AgentRun vSwitches")
+    AGENT_RUN_SECURITY_GROUP_ID: str | None = _setting(None, _optional_str, "AgentRun group")
+    AGENT_RUN_PREFIX: str = _setting("agentscope-sandbox", doc="AgentRun resource prefix")
+    AGENT_RUN_LOG_PROJECT: str | None = _setting(None, _optional_str, "AgentRun SLS project")
+    AGENT_RUN_LOG_STORE: str | None = _setting(None, _optional_str, "AgentRun SLS store")
+    FC_ACCOUNT_ID: str | None = _setting(None, _optional_str, "FC account id")
+    FC_ACCESS_KEY_ID: str | None = _setting(None, _optional_str, "FC access key id")
+    FC_ACCESS_KEY_SECRET: str | None = _setting(None, _optional_str, "FC secret")
+    FC_REGION_ID: str = _setting("cn-hangzhou", doc="FC region")
+    FC_CPU: float = _setting(2.0, float, "FC vCPUs")
+    FC_MEMORY: int = _setting(2048, int, "FC memory (MB)")
+    FC_VPC_ID: str | None = _setting(None, _optional_str, "FC VPC")
+    FC_VSWITCH_IDS: tuple | None = _setting(None, _optional_str_list, "FC vSwitches")
+    FC_SECURITY_GROUP_ID: str | None = _setting(None, _optional_str, "FC security group")
+    FC_PREFIX: str = _setting("agentscope-sandbox", doc="FC resource prefix")
+    FC_LOG_PROJECT: str | None = _setting(None, _optional_str, "FC SLS project")
+    FC_LOG_STORE: str | None = _setting(None, _optional_str, "FC SLS store")
+
+    # Lifecycle
+    HEARTBEAT_TIMEOUT: int = _setting(
+        300, _positive_int, "seconds without a touch before a session's sandboxes are recycled")
+    HEARTBEAT_LOCK_TTL: int = _setting(120, _positive_int, "reaper lock lifetime (seconds)")
+    WATCHER_SCAN_INTERVAL: int = _setting(
+        1, _non_negative_int, "beat period (s) of pool refill and reaper; 0 disables both")
+    HEARTBEAT_SCAN_INTERVAL: int | None = _setting(
+        None, _optional_int, "reaper period (s) if it should differ; 0 disables the reaper")
+    RELEASE_KET_TTL: int = _setting(3600, _positive_int, "seconds a released record is kept")
+    MAX_SANDBOX_INSTANCES: int = _setting(
+        0, _non_negative_int, "cap on live sandboxes, pools included; 0 = unlimited")
+
+    # Images
+    RUNTIME_SANDBOX_REGISTRY: str = _setting("", doc="image registry prefix; empty = none")
+    RUNTIME_SANDBOX_IMAGE_NAMESPACE: str = _setting("agentscope", doc="image namespace")
+    RUNTIME_SANDBOX_IMAGE_TAG: str = _setting("latest", doc="image tag")
+    RUNTIME_SANDBOX_TIMEOUT: int = _setting(
+        60, _positive_int, "default tool-call timeout (s) of a sandbox type")
+
+    # Fleet-only
+    FLEET_HOST_NAME: str = _setting(
+        "", doc="this worker host's name (its queue is host.<name>); default: the machine's",
+        fleet=True)
+    FLEET_WORKER_CONCURRENCY: int = _setting(
+        8, _positive_int, "threads for create/release jobs per worker", fleet=True)
+    FLEET_CALL_CONCURRENCY: int = _setting(
+        64, _positive_int, "threads for tool calls per worker", fleet=True)
+    FLEET_CREATE_TIMEOUT: int = _setting(
+        60, _positive_int, "seconds a create may take until the sandbox answers", fleet=True)
+    FLEET_MAX_BODY_MB: int = _setting(
+        64, _positive_int, "largest request body (file uploads) the API accepts, MiB", fleet=True)
+
+    def __post_init__(self) -> None:
+        if not self.FLEET_HOST_NAME:
+            object.__setattr__(self, "FLEET_HOST_NAME", socket.gethostname())
+
+    # -- derived values ----------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        if self.REDIS_URL:
+            return self.REDIS_URL
+        auth = ""
+        if self.REDIS_PASSWORD:
+            auth = f"{self.REDIS_USER or ''}:{self.REDIS_PASSWORD}@"
+        elif self.REDIS_USER:
+            auth = f"{self.REDIS_USER}@"
+        return f"redis://{auth}{self.REDIS_SERVER}:{self.REDIS_PORT}/{self.REDIS_DB}"
+
+    @property
+    def reaper_interval(self) -> int:
+        if self.HEARTBEAT_SCAN_INTERVAL is None:
+            return self.WATCHER_SCAN_INTERVAL
+        return self.HEARTBEAT_SCAN_INTERVAL
+
+    def image_uri(self, image_name: str) -> str:
+        """``runtime-sandbox-base`` -> ``agentscope/runtime-sandbox-base:latest`` (upstream's rule)."""
+        registry = self.RUNTIME_SANDBOX_REGISTRY.rstrip("/")
+        prefix = f"{registry}/" if registry else ""
+        namespace, tag = self.RUNTIME_SANDBOX_IMAGE_NAMESPACE, self.RUNTIME_SANDBOX_IMAGE_TAG
+        return f"{prefix}{namespace}/{image_name}:{tag}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def describe() -> list[tuple[str, str, str, bool]]:
+    """(name, default, help, fleet-only) for every setting: the source of the README's table."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if isinstance(default, (list, tuple, dict)):
+            default = json.dumps(list(default) if isinstance(default, tuple) else default)
+        rows.append((f.name, "" if default is None else str(default), f.metadata["doc"],
+                     f.metadata["fleet"]))
+    return rows
+
+
+def parse_settings(values: Mapping[str, str]) -> Settings:
+    """Build settings from text values; a bad one raises SettingsError naming the variable."""
+    parsed: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name not in values or values[f.name] is None:
+            continue
+        text = str(values[f.name])
+        try:
+            parsed[f.name] = f.metadata["parse"](text)
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise SettingsError(f"{f.name}={text!r} is not valid: {e}") from None
+    return Settings(**parsed)
+
+
+def load_settings(
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from ``.env``, the environment and a config file, like the upstream server."""
+    environ = dict(os.environ if environ is None else environ)
+    config_file = config_file or environ.get(CONFIG_FILE_VAR)
+    values: dict[str, str] = {}
+    if os.path.exists(".env"):
+        values.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    values.update(environ)
+    if config_file:
+        if not os.path.exists(config_file):
+            raise SettingsError(f"--config {config_file}: no such file")
+        values.update({k: v for k, v in dotenv_values(config_file).items() if v is not None})
+    settings = parse_settings(values)
+    if overrides:
+        settings = settings.replace(**overrides)
+    return settings
+
+
+def extensions_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``--extension`` values runtime-sandbox-server handed to this process."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get(EXTENSIONS_VAR, "")
+    return [item for item in raw.split(os.pathsep) if item]

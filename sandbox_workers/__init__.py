@@ -1,0 +1,5 @@
+"""Celery workers: they own their host's sandboxes, ports and pools."""
+
+from .app import app
+
+__all__ = ["app"]

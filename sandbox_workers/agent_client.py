@@ -1,0 +1,151 @@
+"""HTTP to the agent inside a sandbox, over this host's loopback, on persistent connections.
+
+The agent speaks agentscope-runtime's in-container protocol (``/fastapi`` prefix, Bearer
+SECRET_TOKEN), so upstream images and ours are driven the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import urllib3
+
+from sandbox_core.errors import Unavailable
+
+#: What upstream's manager adds to every type's list_tools (observed on the wire).
+GENERIC_TOOLS = {
+    "run_ipython_cell": {
+        "name": "run_ipython_cell",
+        "json_schema": {"type": "function", "function": {
+            "name": "run_ipython_cell", "description": "Run an IPython cell.",
+            "parameters": {"type": "object", "properties": {
+                "code": {"type": "string", "description": "IPython code to execute"}},
+                "required": ["code"]}}},
+    },
+    "run_shell_command": {
+        "name": "run_shell_command",
+        "json_schema": {"type": "function", "function": {
+            "name": "run_shell_command", "description": "Run a shell command.",
+            "parameters": {"type": "object", "properties": {
+                "command": {"type": "string", "description": "Shell command to execute"}},
+                "required": ["command"]}}},
+    },
+}
+
+#: Tools with their own route in the agent; everything else goes through MCP.
+_TOOL_ROUTES = {"run_ipython_cell": ("/tools/run_ipython_cell", "code"),
+                "run_shell_command": ("/tools/run_shell_command", "command")}
+
+
+class AgentResponse:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+class AgentClient:
+    """One connection pool per sandbox port, shared by all threads of the worker."""
+
+    def __init__(self, max_connections_per_sandbox: int = 8) -> None:
+        self.http = urllib3.PoolManager(
+            num_pools=4096, maxsize=max_connections_per_sandbox, block=False, retries=False)
+
+    def request(self, record: dict, method: str, path: str, *, body: bytes | None = None,
+                json_body: Any = None, headers: dict | None = None, timeout: float = 60,
+                query: str = "") -> AgentResponse:
+        url = f"http://127.0.0.1:{record['port']}/fastapi{path}"
+        if query:
+            url = f"{url}?{query}"
+        all_headers = {
+            "Authorization": f"Bearer {record['runtime_token']}",
+            "x-agentrun-session-id": f"s{record['container_id']}",
+            "x-agentscope-runtime-session-id": f"s{record['container_id']}",
+        }
+        if headers:
+            all_headers.update(headers)
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            all_headers["Content-Type"] = "application/json"
+        try:
+            response = self.http.request(
+                method, url, body=body, headers=all_headers, preload_content=True,
+                timeout=urllib3.Timeout(connect=5, read=timeout), redirect=False)
+        except urllib3.exceptions.HTTPError as e:
+            raise Unavailable(f"sandbox {record['container_name']} did not answer: {e}") from e
+        return AgentResponse(response.status, dict(response.headers), response.data)
+
+    def wait_ready(self, record: dict, deadline: float) -> None:
+        """Block until the agent answers /healthz (a bounded readiness probe after start)."""
+        last_error = "no answer"
+        delay = 0.005
+        while time.monotonic() < deadline:
+            try:
+                response = self.request(record, "GET", "/healthz", timeout=2)
+                if response.status == 200:
+                    return
+                last_error = f"HTTP {response.status}"
+            except Unavailable as e:
+                last_error = str(e)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.1)
+        raise Unavailable(f"sandbox {record['container_name']} was not ready in time: {last_error}")
+
+    def call_tool(self, record: dict, tool_name: str, arguments: dict, timeout: float) -> dict:
+        """Run a tool; agent-side failures come back as an MCP error result, as upstream."""
+        if tool_name in _TOOL_ROUTES:
+            path, key = _TOOL_ROUTES[tool_name]
+            payload = {key: arguments.get(key, ""), "timeout": timeout}
+        else:
+            path, payload = "/mcp/call_tool", {"tool_name": tool_name, "arguments": arguments}
+        # The agent enforces the tool's own timeout; give the HTTP read a little more.
+        response = self.request(record, "POST", path, json_body=payload, timeout=timeout + 5)
+        if response.status != 200:
+            return error_result(f"{response.status} {_detail(response)} (tool {tool_name})")
+        return response.json()
+
+    def list_tools(self, record: dict, tool_type: str | None, timeout: float) -> dict:
+        response = self.request(record, "GET", "/mcp/list_tools", timeout=timeout)
+        tools = response.json() if response.status == 200 else {}
+        tools = dict(tools or {})
+        tools["generic"] = GENERIC_TOOLS
+        if tool_type:
+            return {tool_type: tools.get(tool_type, {})}
+        return tools
+
+    def add_mcp_servers(self, record: dict, server_configs: dict, overwrite: bool,
+                        timeout: float) -> Any:
+        response = self.request(record, "POST", "/mcp/add_servers", timeout=timeout,
+                                json_body={"server_configs": server_configs, "overwrite": overwrite})
+        if response.status != 200:
+            return {"isError": True, "content": [{"type": "text", "text": _detail(response)}]}
+        return response.json()
+
+    def check_health(self, record: dict) -> bool:
+        try:
+            return self.request(record, "GET", "/healthz", timeout=5).status == 200
+        except Unavailable:
+            return False
+
+    def close(self) -> None:
+        self.http.clear()
+
+
+def error_result(text: str) -> dict:
+    return {"meta": None, "content": [{"type": "text", "text": text, "annotations": None}],
+            "isError": True}
+
+
+def _detail(response: AgentResponse) -> str:
+    try:
+        data = response.json()
+        if isinstance(data, dict) and "detail" in data:
+            return str(data["detail"])
+    except ValueError:
+        pass
+    return response.body.decode(errors="replace")[:2000]

@@ -1,0 +1,65 @@
+"""What one worker process holds for its whole life: settings, store, backend, connections.
+
+Built once, on first use, never at import: importing the package opens nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from backends import Backend, create_backend
+from sandbox_core.celery_app import make_celery
+from sandbox_core.jobs import JobClient
+from sandbox_core.registry import load_extensions
+from sandbox_core.settings import Settings, extensions_from_env, load_settings
+from sandbox_core.store import Store
+
+from .agent_client import AgentClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    store: Store
+    backend: Backend
+    agent: AgentClient
+    jobs: JobClient
+
+    @property
+    def host(self) -> str:
+        return self.settings.FLEET_HOST_NAME
+
+
+_override: Settings | None = None
+
+
+def use_settings(settings: Settings) -> None:
+    """Pin the settings of this process (tests, and the in-process worker of the server)."""
+    global _override
+    _override = settings
+    current.cache_clear()
+    worker_settings.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)
+def worker_settings() -> Settings:
+    settings = _override or load_settings()
+    load_extensions(settings, extensions_from_env())
+    return settings
+
+
+@functools.lru_cache(maxsize=1)
+def current() -> WorkerContext:
+    settings = worker_settings()
+    store = Store.connect(settings)
+    return WorkerContext(
+        settings=settings,
+        store=store,
+        backend=create_backend(settings),
+        agent=AgentClient(),
+        jobs=JobClient(make_celery(settings, "sandbox_workers.client"), store),
+    )

@@ -1,0 +1,153 @@
+"""Creating and tearing down sandboxes on this host. Plain functions over a WorkerContext.
+
+Both are idempotent by sandbox name: a redelivered job finds the record and finishes or skips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import shutil
+import socket
+import time
+
+from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE, ContainerSpec
+from sandbox_core import store as states
+from sandbox_core.errors import BadRequest, CapacityExceeded, SandboxError
+from sandbox_core.registry import base_type, get_spec
+
+from .context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def workspace_dir(ctx: WorkerContext, session_id: str) -> str:
+    return os.path.abspath(os.path.join(ctx.settings.DEFAULT_MOUNT_DIR, session_id))
+
+
+def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None) -> str:
+    """Start the sandbox whose record the caller wrote (state ``creating``) and wait until it answers.
+
+    Returns the name. On any failure the container, the port and the instance slot are given back
+    and the record is closed as ``error``.
+    """
+    record = ctx.store.get(name)
+    if record is None:
+        raise BadRequest(f"sandbox {name}: no record to create from")
+    if record["state"] in (states.WARM, states.RUNNING):
+        return name  # a redelivered job whose work was done
+    if record["state"] != states.CREATING:
+        raise BadRequest(f"sandbox {name}: cannot create from state {record['state']}")
+
+    spec = get_spec(ctx.settings, record["sandbox_type"])
+    environment = {**spec.environment, **(record.get("environment") or {})}
+    ctx.store.add_to_host(ctx.host, name)
+    ctx.store.update(name, host=ctx.host)
+    ctx.backend.remove(name)  # leftovers of an earlier, interrupted attempt
+    try:
+        port = _take_port(ctx, name)
+        token = secrets.token_hex(16)
+        workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
+        ctx.store.update(name, port=port, url=f"http://localhost:{port}", runtime_token=token,
+                         mount_dir=workspace)
+        container = ctx.backend.create(ContainerSpec(
+            name=name,
+            image=spec.image,
+            host_port=port,
+            environment={**environment, "SECRET_TOKEN": token, "NGINX_TIMEOUT": str(spec.timeout)},
+            labels={LABEL_FLEET: ctx.settings.CONTAINER_PREFIX_KEY, LABEL_HOST: ctx.host,
+                    LABEL_TYPE: base_type(record["sandbox_type"]), LABEL_NAME: name},
+            workspace=workspace,
+            readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
+            memory=spec.resource_limits.get("memory"),
+            cpus=_float_or_none(spec.resource_limits.get("cpu")),
+            runtime_config=spec.runtime_config,
+        ))
+        ctx.store.update(name, container_id=container.id, ports=[str(port)])
+        record = ctx.store.get(name)
+        ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
+    except BaseException as e:  # includes the job's time limit: never leave half a sandbox
+        log.warning("sandbox %s: create failed: %s", name, e)
+        fail(ctx, name, str(e))
+        raise
+
+    session = record.get("session_ctx_id")
+    if not ctx.store.finish_create(name, states.RUNNING if session else states.WARM):
+        log.info("sandbox %s: released while it started; tearing it down", name)
+        teardown(ctx, name)
+        return name
+    if session:
+        ctx.store.join_session(name, session)
+    if replaces:
+        _replace(ctx, replaces, name)
+    if record.get("pool_type"):
+        ctx.store.pool_add(record["pool_type"], name)
+    log.info("sandbox %s: %s on port %s", name, "running" if session else "warm", port)
+    return name
+
+
+def _replace(ctx: WorkerContext, old: str, new: str) -> None:
+    """The restored sandbox takes over the recycled one's place in its session."""
+    old_record = ctx.store.get(old)
+    ctx.store.update(old, state=states.REPLACED, redirect_to=new)
+    if old_record and old_record.get("session_ctx_id"):
+        ctx.store.leave_session(old, old_record["session_ctx_id"])
+    ctx.store.redis.expire(ctx.store.record_key(old), ctx.settings.RELEASE_KET_TTL)
+    log.info("sandbox %s: replaced by %s", old, new)
+
+
+def fail(ctx: WorkerContext, name: str, reason: str) -> None:
+    """Close a sandbox that could not be created: container, port, slot and pool place go back."""
+    record = ctx.store.get(name)
+    if record is None:
+        return
+    ctx.store.retire(record, states.RELEASED)
+    ctx.store.update(name, state=states.ERROR, recycle_reason=reason[:500])
+    if record.get("pool_type"):
+        ctx.store.pool_abandon(record["pool_type"], name)
+    teardown(ctx, name, keep_workspace=False)
+
+
+def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> None:
+    """Remove a sandbox's container and give back its port and workspace. Safe to repeat."""
+    record = ctx.store.get(name)
+    container = (record or {}).get("container_id") or name
+    try:
+        ctx.backend.remove(container)
+    except SandboxError as e:
+        log.error("sandbox %s: could not remove container: %s", name, e)
+        raise
+    if record:
+        ctx.store.free_port(ctx.host, record.get("port"))
+        # A folder the client chose (ALLOW_MOUNT_DIR) is not the fleet's to delete.
+        if not keep_workspace and record.get("mount_dir") and record.get("workspace_owned") != "0":
+            shutil.rmtree(record["mount_dir"], ignore_errors=True)
+    ctx.store.remove_from_host(ctx.host, name)
+    log.info("sandbox %s: torn down%s", name, " (workspace kept)" if keep_workspace else "")
+
+
+def _take_port(ctx: WorkerContext, name: str) -> int:
+    """A port of this host's range that the fleet does not use and nothing else has bound."""
+    start, end = ctx.settings.PORT_RANGE
+    for _ in range(32):
+        port = ctx.store.take_port(ctx.host, random.randrange(end - start))
+        if _bindable(port):
+            return port
+        # Left marked as taken, so the next create does not pick it; reconcile frees it later.
+        log.info("sandbox %s: port %s is bound outside the fleet; trying another", name, port)
+    raise CapacityExceeded(f"no bindable port found in PORT_RANGE {list(ctx.settings.PORT_RANGE)}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _float_or_none(value) -> float | None:
+    return float(value) if value not in (None, "") else None

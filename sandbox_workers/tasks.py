@@ -1,0 +1,146 @@
+"""The Celery tasks. Each takes names and plain values, re-reads state, and does one thing.
+
+Results go back through the store's reply channel (see ``sandbox_core.jobs``), so each task body
+is wrapped by :func:`replying`, which turns the return value or a SandboxError into a reply.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from sandbox_core import jobs
+from sandbox_core import store as states
+from sandbox_core.celery_app import VISIBILITY_TIMEOUT
+from sandbox_core.errors import BadRequest, NotFound, SandboxError
+from sandbox_core.fleet import Fleet
+
+from . import lifecycle, reconcile
+from .context import current
+
+log = logging.getLogger(__name__)
+
+# A lost create or teardown leaks or loses a sandbox, so those are acknowledged only when done,
+# redelivered if the worker dies, and idempotent by sandbox name.
+_RELIABLE = {"acks_late": True, "reject_on_worker_lost": True, "typing": False}
+_LIFECYCLE_LIMIT = 300
+assert _LIFECYCLE_LIMIT < VISIBILITY_TIMEOUT
+
+
+def replying(func):
+    """Send the task's result (or its SandboxError) to the waiting API process, if any."""
+
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        ctx = current()
+        try:
+            result = func(self, ctx, *args, **kwargs)
+        except SandboxError as e:
+            ctx.store.reply(self.request.id, jobs.encode_reply(error=e))
+            return None
+        except Exception as e:  # a bug or a runtime surprise: the caller still gets an answer
+            log.exception("job %s (%s) failed", self.request.id, self.name)
+            ctx.store.reply(self.request.id, jobs.encode_reply(
+                error=SandboxError(f"{self.name} failed: {type(e).__name__}: {e}")))
+            return None
+        ctx.store.reply(self.request.id, jobs.encode_reply(result))
+        return result
+
+    return wrapper
+
+
+def fleet(ctx) -> Fleet:
+    return Fleet(ctx.settings, ctx.store, ctx.jobs)
+
+
+@shared_task(name=jobs.CREATE, bind=True, time_limit=_LIFECYCLE_LIMIT, **_RELIABLE)
+@replying
+def create(self, ctx, name: str, replaces: str | None = None) -> str:
+    record = ctx.store.get(name)
+    waited = not (record or {}).get("pool_type")
+    if waited and not ctx.store.redis.exists(f"{states.NS}waiting:{self.request.id}"):
+        # The caller gave up before any worker got here: give the slot back, start nothing.
+        log.info("sandbox %s: create abandoned by its caller before it started", name)
+        lifecycle.fail(ctx, name, "the caller stopped waiting before the create started")
+        return name
+    lifecycle.create_sandbox(ctx, name, replaces=replaces)
+    if waited and not ctx.store.redis.exists(f"{states.NS}waiting:{self.request.id}"):
+        log.warning("sandbox %s: its caller stopped waiting; releasing it", name)
+        fleet(ctx).release(name)
+    return name
+
+
+@shared_task(name=jobs.TEARDOWN, bind=True, time_limit=_LIFECYCLE_LIMIT, **_RELIABLE)
+@replying
+def teardown(self, ctx, name: str, keep_workspace: bool = False) -> bool:
+    lifecycle.teardown(ctx, name, keep_workspace=keep_workspace)
+    return True
+
+
+@shared_task(name=jobs.CONTROL, bind=True, time_limit=120, typing=False)
+@replying
+def control(self, ctx, name: str, op: str) -> Any:
+    record = ctx.store.get(name)
+    if record is None or not record.get("container_id"):
+        raise NotFound(f"sandbox not found: {name}")
+    container_id = record["container_id"]
+    if op == "status":
+        return ctx.backend.status(container_id)
+    if op == "start":
+        ctx.backend.start(container_id)
+        return True
+    if op == "stop":
+        ctx.backend.stop(container_id, timeout=1)
+        return True
+    raise BadRequest(f"unknown control operation {op!r}")
+
+
+@shared_task(name=jobs.AGENT, bind=True, soft_time_limit=3600, time_limit=3660, typing=False)
+@replying
+def agent(self, ctx, name: str, op: str, timeout: float, **payload: Any) -> Any:
+    """One request into a sandbox's agent. Not retried: a tool call may not be idempotent."""
+    record = ctx.store.get(name)
+    if record is None or record.get("state") not in (states.RUNNING, states.WARM):
+        raise NotFound(f"sandbox not found: {name}")
+    client = ctx.agent
+    if op == "call_tool":
+        return client.call_tool(record, payload["tool_name"], payload.get("arguments") or {},
+                                timeout)
+    if op == "list_tools":
+        return client.list_tools(record, payload.get("tool_type"), timeout)
+    if op == "add_mcp_servers":
+        return client.add_mcp_servers(record, payload.get("server_configs") or {},
+                                      bool(payload.get("overwrite")), timeout)
+    if op == "check_health":
+        return client.check_health(record)
+    if op == "proxy":
+        response = client.request(
+            record, payload["method"], "/" + payload["path"].lstrip("/"),
+            body=base64.b64decode(payload["body"]) if payload.get("body") else None,
+            headers=payload.get("headers") or {}, query=payload.get("query") or "",
+            timeout=timeout)
+        return {"status": response.status, "headers": response.headers,
+                "body": base64.b64encode(response.body).decode()}
+    raise BadRequest(f"unknown agent operation {op!r}")
+
+
+@shared_task(name=jobs.REFILL, bind=True, time_limit=60, typing=False)
+@replying
+def refill_pools(self, ctx) -> int:
+    return fleet(ctx).refill_pools()
+
+
+@shared_task(name=jobs.REAP, bind=True, time_limit=120, typing=False)
+@replying
+def reap_idle(self, ctx) -> int:
+    return fleet(ctx).reap_idle()
+
+
+@shared_task(name=jobs.RECONCILE, bind=True, time_limit=_LIFECYCLE_LIMIT, typing=False)
+@replying
+def reconcile_host(self, ctx) -> dict:
+    return reconcile.reconcile(ctx)
