@@ -1,0 +1,46 @@
+"""``python3 -m sandbox_agent``: serve the in-container protocol on ``AGENT_HOST:AGENT_PORT``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .init import become_init
+
+
+def main() -> int:
+    become_init()
+    from .app import App
+    from .config import Settings
+    from .httpd import make_server
+
+    settings = Settings.from_env(os.environ)
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("sandbox_agent")
+    os.makedirs(settings.workspace, exist_ok=True)
+    app = App(settings)
+    server = make_server(settings.host, settings.port, app, settings.idle_timeout)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, port = server.server_address[:2]
+    log.info("sandbox-agent listening on %s:%d (workspace %s, tool timeout %ss)",
+             host, port, settings.workspace, settings.tool_timeout)
+    try:
+        server.serve_forever(poll_interval=3600)
+    finally:
+        server.server_close()
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
