@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
     app.register_blueprint(rpc.bp)
     app.register_blueprint(proxy.bp)
     app.add_url_rule("/health", "health", _health)
+    app.add_url_rule("/fleet/status", "fleet_status", _status)
     _register_error_handlers(app)
     return app
 
@@ -62,6 +63,12 @@ def _health():
     except redis.RedisError as e:
         return jsonify(status="unhealthy", detail=f"state store unreachable: {e}"), 503
     return jsonify(status="healthy", version=fleet.settings.DEFAULT_SANDBOX_TYPE)
+
+
+def _status():
+    from flask import current_app
+
+    return jsonify(current_app.extensions["sandbox_fleet"].status())
 
 
 def _register_error_handlers(app: Flask) -> None:

@@ -105,8 +105,8 @@ class Supervisor:
                 sys.executable, "-m", "gunicorn", "sandbox_api.wsgi:app",
                 "--bind", f"{self.settings.HOST}:{self.settings.PORT}",
                 "--workers", str(self.settings.WORKERS), "--worker-class", "gthread",
-                "--threads", str(GUNICORN_THREADS), "--timeout", "0",
-                "--log-level", self.log_level, "--access-logfile", "-" if self.settings.DEBUG else None,
+                "--threads", str(GUNICORN_THREADS), "--timeout", "0", "--log-level", self.log_level,
+                *(["--access-logfile", "-"] if self.settings.DEBUG else []),
             ])
             self._announce_when_ready()
             self._watch()
@@ -120,8 +120,7 @@ class Supervisor:
             common += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         return [sys.executable, "-m", "celery", "-A", "sandbox_workers", *args, *common]
 
-    def _spawn(self, name: str, argv: list[str | None]) -> None:
-        argv = [a for a in argv if a is not None]
+    def _spawn(self, name: str, argv: list[str]) -> None:
         log.info("starting %s", name)
         self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)
 
@@ -144,11 +143,15 @@ class Supervisor:
 
     def _watch(self) -> None:
         while not self.stopping.wait(0.5):
-            for name, child in self.children.items():
-                if child.poll() is not None:
-                    log.error("%s exited with code %s; stopping the fleet", name, child.returncode)
-                    self.stopping.set()
-                    break
+            if self._dead_child():
+                self.stopping.set()
+
+    def _dead_child(self) -> bool:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                log.error("%s exited with code %s; stopping the fleet", name, child.returncode)
+                return True
+        return False
 
     def _on_signal(self, signum, _frame) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
@@ -186,7 +189,7 @@ class Supervisor:
 
         url = f"http://{_connect_host(self.settings.HOST)}:{self.settings.PORT}/health"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.stopping.is_set():
+        while time.monotonic() < deadline and not self.stopping.is_set() and not self._dead_child():
             try:
                 with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:

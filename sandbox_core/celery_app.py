@@ -17,9 +17,16 @@ def make_celery(settings: Settings, name: str = "sandbox_fleet") -> Celery:
     return app
 
 
+def broker_url(redis_url: str) -> str:
+    """kombu names a Redis unix socket ``redis+socket://``; redis-py names it ``unix://``."""
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url[len("unix://"):]
+    return redis_url
+
+
 def configure(app: Celery, settings: Settings) -> None:
     app.conf.update(
-        broker_url=settings.redis_url,
+        broker_url=broker_url(settings.redis_url),
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         broker_pool_limit=64,

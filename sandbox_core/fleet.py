@@ -160,6 +160,17 @@ class Fleet:
                 count += 1
         return count
 
+    def status(self) -> dict:
+        """What an operator wants at a glance: pools, live sandboxes, the cap."""
+        pools = {}
+        for pooled in dict.fromkeys(base_type(t) for t in self.settings.DEFAULT_SANDBOX_TYPE):
+            pools[pooled] = {"warm": self.store.pool_size(pooled),
+                             "starting": self.store.pool_starting(pooled),
+                             "target": self.settings.POOL_SIZE}
+        return {"pools": pools, "live": self.store.live_count(),
+                "max_instances": self.settings.MAX_SANDBOX_INSTANCES,
+                "sessions": len(self.store.session_keys())}
+
     # -- lifecycle: recycling, restoring, pools -----------------------------------------------
 
     def reap_idle(self) -> int:

@@ -249,6 +249,9 @@ class Store:
     def pool_size(self, sandbox_type: str) -> int:
         return self.redis.llen(self.pool_key(sandbox_type))
 
+    def pool_starting(self, sandbox_type: str) -> int:
+        return self.redis.zcard(f"{NS}pool_pending:{sandbox_type}")
+
     def pool_names(self, sandbox_type: str) -> list[str]:
         return self.redis.lrange(self.pool_key(sandbox_type), 0, -1)
 

@@ -116,6 +116,7 @@ class Fleet:
         }
         values.update(settings)
         self.values = {k: str(v) for k, v in values.items()}
+        tmp.mkdir(parents=True, exist_ok=True)
         self.config = tmp / "fleet.env"
         self.config.write_text("".join(f"{k}={v}\n" for k, v in self.values.items()))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -133,9 +134,9 @@ class Fleet:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"fleet exited:\n{self.log.read_text()[-3000:]}"
             try:
-                if requests.get(f"{self.url}/health", timeout=1).ok:
+                if requests.get(f"{self.url}/health", timeout=5).ok:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"fleet did not start:\n{self.log.read_text()[-3000:]}")
@@ -158,6 +159,10 @@ class Fleet:
             headers["Authorization"] = f"Bearer {token}"
         return requests.post(f"{self.url}/{route}", json=body if body is not None else {},
                              headers=headers, timeout=kwargs.pop("timeout", 120), **kwargs)
+
+    def get(self, route: str) -> requests.Response:
+        return requests.get(f"{self.url}/{route}", headers={"Authorization": f"Bearer {self.token}"},
+                            timeout=30)
 
     def data(self, route: str, body: dict | None = None):
         response = self.post(route, body)
@@ -182,11 +187,12 @@ def make_fleet(tmp_path, docker_client):
     """Start fleets with given settings; each is stopped and checked for leaks afterwards."""
     fleets: list[Fleet] = []
 
-    def make(**settings: object) -> Fleet:
-        fleet = Fleet(tmp_path / f"fleet{len(fleets)}", **settings)
-        fleet.config.parent.mkdir(parents=True, exist_ok=True)
+    def make(extensions: tuple[str, ...] = (), **settings: object) -> Fleet:
+        folder = tmp_path / f"fleet{len(fleets)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fleet = Fleet(folder, **settings)
         fleets.append(fleet)
-        return fleet.start()
+        return fleet.start(*(f"--extension={e}" for e in extensions))
 
     yield make
     for fleet in fleets:
