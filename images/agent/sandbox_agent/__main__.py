@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 from .init import become_init
 
@@ -26,8 +25,9 @@ def main() -> int:
     server = make_server(settings.host, settings.port, app, settings.idle_timeout)
 
     def stop(signum: int, _frame: object) -> None:
+        # Runs in the main thread, which waits in serve_forever(): leave it by raising.
         log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -35,7 +35,7 @@ def main() -> int:
     log.info("sandbox-agent listening on %s:%d (workspace %s, tool timeout %ss)",
              host, port, settings.workspace, settings.tool_timeout)
     try:
-        server.serve_forever(poll_interval=3600)
+        server.serve_forever(poll_interval=None)
     finally:
         server.server_close()
         app.close()

@@ -1,0 +1,112 @@
+"""Auth, health, routing, errors and keep-alive of the agent's HTTP layer."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import requests
+
+from .conftest import TOKEN
+
+
+def test_healthz_with_and_without_prefix(agent):
+    for path in ("/fastapi/healthz", "/healthz"):
+        response = agent.session.get(f"http://127.0.0.1:{agent.port}{path}", timeout=5)
+        assert response.status_code == 200
+        assert response.text == "OK"
+
+
+def test_auth_is_required_everywhere_with_upstream_bodies(agent):
+    for route in ("healthz", "mcp/list_tools", "workspace/exists?path=x", "no/such/route"):
+        missing = requests.get(f"{agent.url}/{route}", timeout=5)
+        assert missing.status_code == 403
+        assert missing.json() == {"detail": "Missing or invalid authorization header"}
+        basic = requests.get(f"{agent.url}/{route}", headers={"Authorization": f"Basic {TOKEN}"}, timeout=5)
+        assert basic.json() == {"detail": "Missing or invalid authorization header"}
+        wrong = requests.get(f"{agent.url}/{route}", headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 403
+        assert wrong.json() == {"detail": "Invalid secret token"}
+    non_ascii = requests.get(
+        f"{agent.url}/healthz", headers={"Authorization": "Bearer t\u00e9st".encode()}, timeout=5
+    )
+    assert non_ascii.json() == {"detail": "Invalid secret token"}
+
+
+def test_unknown_route_and_method(agent):
+    assert agent.get("nope").status_code == 404
+    response = agent.session.delete(f"{agent.url}/healthz", timeout=5)
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_bad_bodies_are_400_with_detail(agent):
+    for data in (b"{not json", b"[1, 2]", b""):
+        response = agent.session.post(f"{agent.url}/tools/run_shell_command", data=data, timeout=5)
+        assert response.status_code == 400, response.text
+        assert "detail" in response.json()
+    for body in (
+        {},
+        {"command": ""},
+        {"command": 3},
+        {"command": "true", "timeout": -1},
+        {"command": "true", "timeout": "soon"},
+    ):
+        response = agent.post("tools/run_shell_command", body)
+        assert response.status_code == 400, (body, response.text)
+
+
+def test_keep_alive_two_requests_on_one_connection(agent):
+    conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    conn.request("GET", "/fastapi/healthz", headers=headers)
+    first = conn.getresponse()
+    assert first.read() == b"OK"
+    sock = conn.sock
+    conn.request(
+        "POST",
+        "/fastapi/tools/run_shell_command",
+        body=json.dumps({"command": "echo again"}),
+        headers=headers,
+    )
+    second = conn.getresponse()
+    assert json.loads(second.read())["content"][0]["text"] == "again\n"
+    assert conn.sock is sock, "the connection was not kept open"
+    # An error answer must not desynchronise the connection either.
+    conn.request("POST", "/fastapi/tools/run_shell_command", body=b"{bad", headers=headers)
+    bad = conn.getresponse()
+    assert bad.status == 400
+    assert "detail" in json.loads(bad.read())
+    conn.request("GET", "/fastapi/healthz", headers=headers)
+    assert conn.getresponse().read() == b"OK"
+    assert conn.sock is sock
+    conn.close()
+
+
+def test_connection_close_is_honoured(agent):
+    conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+    conn.request(
+        "GET", "/fastapi/healthz", headers={"Authorization": f"Bearer {TOKEN}", "Connection": "close"}
+    )
+    response = conn.getresponse()
+    assert response.getheader("Connection") == "close"
+    assert response.read() == b"OK"
+    assert response.will_close
+    conn.close()
+
+
+def test_unauthorised_body_is_drained_so_the_connection_survives(agent):
+    conn = http.client.HTTPConnection("127.0.0.1", agent.port, timeout=10)
+    conn.request(
+        "POST",
+        "/fastapi/tools/run_shell_command",
+        body=json.dumps({"command": "touch pwned"}),
+        headers={"Authorization": "Bearer wrong"},
+    )
+    denied = conn.getresponse()
+    assert denied.status == 403
+    denied.read()
+    conn.request("GET", "/fastapi/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert conn.getresponse().read() == b"OK"
+    conn.close()
+    assert not (agent.workspace / "pwned").exists()

@@ -1,0 +1,126 @@
+"""The built base image: its agent answers on a published loopback port (builds nothing itself).
+
+Build the image first with ``python3 -m sandbox_cli.builder base``; these tests skip when it is
+missing (and fail instead under CI or SANDBOX_FLEET_REQUIRE_DOCKER=1, as the rest of the suite).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.docker
+
+IMAGE = "agentscope/runtime-sandbox-base:latest"
+REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQUIRE_DOCKER"))
+
+
+def _unavailable() -> str | None:
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    inspect = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, text=True)
+    if inspect.returncode != 0:
+        return (
+            f"{IMAGE} is missing (build it with `python3 -m sandbox_cli.builder base`): "
+            f"{inspect.stderr.strip()}"
+        )
+    return None
+
+
+class Container:
+    def __init__(self, cid: str, port: int, token: str) -> None:
+        self.cid, self.token = cid, token
+        self.url = f"http://127.0.0.1:{port}/fastapi"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def shell(self, command: str) -> dict:
+        response = self.session.post(
+            f"{self.url}/tools/run_shell_command", json={"command": command}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return {item["description"]: item["text"] for item in response.json()["content"]}
+
+
+@pytest.fixture(scope="module")
+def container():
+    reason = _unavailable()
+    if reason:
+        if REQUIRE_DOCKER:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    token = secrets.token_hex(16)
+    started = subprocess.run(
+        ["docker", "run", "-d", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={token}", IMAGE],
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode == 0, started.stderr
+    cid = started.stdout.strip()
+    try:
+        mapping = subprocess.run(
+            ["docker", "port", cid, "80/tcp"], capture_output=True, text=True, check=True
+        )
+        port = int(mapping.stdout.split()[0].rsplit(":", 1)[1])
+        box = Container(cid, port, token)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if box.session.get(f"{box.url}/healthz", timeout=1).text == "OK":
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "the agent in the image did not answer healthz"
+            time.sleep(0.05)
+        yield box
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def test_healthz_and_auth(container):
+    assert container.session.get(f"{container.url}/healthz", timeout=5).text == "OK"
+    wrong = requests.get(f"{container.url}/healthz", headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert wrong.status_code == 403
+    assert wrong.json() == {"detail": "Invalid secret token"}
+
+
+def test_echo_in_the_workspace(container):
+    out = container.shell("echo hello; pwd")
+    assert out == {"stdout": "hello\n/workspace\n", "returncode": "0"}
+
+
+def test_ipython_and_git_are_there(container):
+    response = container.session.post(
+        f"{container.url}/tools/run_ipython_cell",
+        json={"code": "import IPython, sys; print(IPython.__version__, sys.version_info[:2])"},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    assert "(3, 11)" in response.json()["content"][0]["text"]
+    assert container.shell("git --version")["stdout"].startswith("git version")
+
+
+def test_pid1_reaps_orphans(container):
+    container.shell("for i in 1 2 3; do (sleep 0.1 &) ; done")
+    time.sleep(0.5)
+    zombies = container.shell("cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\"' | wc -l")["stdout"]
+    assert zombies.strip() == "0"
+
+
+def test_docker_stop_is_prompt(container):
+    started = time.monotonic()
+    subprocess.run(["docker", "stop", "-t", "10", container.cid], capture_output=True, check=True)
+    assert time.monotonic() - started < 5, "the agent ignored SIGTERM"
+    state = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.ExitCode}}", container.cid],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert state.stdout.strip() == "0"
