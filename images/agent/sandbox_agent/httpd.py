@@ -165,6 +165,9 @@ Dispatch = Callable[[Request], Response]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed
+    # ACK (40 ms on Linux) on every keep-alive request. TCP_NODELAY sends both at once.
+    disable_nagle_algorithm = True
     server_version = "sandbox-agent"
     sys_version = ""
     dispatch: Dispatch  # set by make_server
