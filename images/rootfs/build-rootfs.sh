@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the registry-free base image `sandbox-fleet/rootfs:bookworm` from Debian's packages.
 #
-# debootstrap (minbase + python3, git, ca-certificates) into a cached directory, strip what a
+# debootstrap (minbase + python3, git, ca-certificates, tini) into a cached directory, strip what a
 # sandbox never reads (docs, man pages, locales, apt lists), then `docker import` the tree.
 # Nothing is pulled from a container registry. Re-running is a no-op while the image exists.
 #
@@ -19,7 +19,8 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${SANDBOX_FLEET_CACHE:-${HOME:-/root}/.cache/sandbox-fleet}
 DIR="$CACHE/rootfs/$SUITE"
 DEBS="$CACHE/debs/$SUITE"
-PACKAGES=python3,git,ca-certificates
+# tini is PID 1 of the sandbox images: it reaps orphaned processes and forwards signals (~0.5 MiB).
+PACKAGES=python3,git,ca-certificates,tini
 
 log() { printf '[build-rootfs] %s\n' "$*" >&2; }
 
@@ -30,7 +31,7 @@ fi
 [ "$(id -u)" = 0 ] || { log "debootstrap needs root"; exit 1; }
 command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get install -y debootstrap"; exit 1; }
 
-if [ -n "${FORCE:-}" ] || [ ! -f "$DIR/.sandbox-fleet-complete" ]; then
+if [ -n "${FORCE:-}" ] || [ "$(cat "$DIR/.sandbox-fleet-complete" 2>/dev/null | cut -d' ' -f2)" != "$PACKAGES" ]; then
     rm -rf "$DIR"
     mkdir -p "$DIR" "$DEBS"
     log "debootstrap $SUITE into $DIR (debs cached in $DEBS)"
@@ -56,7 +57,7 @@ CFG
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 CFG
-    echo "$SUITE $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$DIR/.sandbox-fleet-complete"
+    echo "$SUITE $PACKAGES $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$DIR/.sandbox-fleet-complete"
 else
     log "reusing cached tree $DIR"
 fi

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_TOKEN = "secret_token123"
 DEFAULT_TIMEOUT = 60.0
@@ -24,27 +26,42 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-@dataclass(frozen=True)
 class Settings:
-    """Everything the agent reads from its environment.
+    """Everything the agent reads from its environment (a plain class: ``dataclasses`` pulls in
+    ``inspect``, about 1.2 MiB, in a process kept under 15 MiB).
 
     ``tool_timeout`` is the default limit of one tool call: ``TOOL_TIMEOUT``, else the ``NGINX_TIMEOUT``
-    that the upstream manager sets for the container, else 60 s.
+    that the upstream manager sets for the container, else 60 s. ``child_env`` is the environment of
+    the processes the agent starts (shell, kernel, MCP servers): the agent's own minus its secret, so
+    a tool cannot print the token that drives the sandbox.
     """
 
-    host: str = "0.0.0.0"
-    port: int = 80
-    token: str = DEFAULT_TOKEN
-    workspace: str = "/workspace"
-    tool_timeout: float = DEFAULT_TIMEOUT
-    mcp_timeout: float = DEFAULT_TIMEOUT
-    kernel_start_timeout: float = 30.0
-    idle_timeout: float = 300.0
-    log_level: str = "INFO"
-    mcp_config_paths: tuple[str, ...] = MCP_CONFIG_PATHS
-    # Environment for the processes the agent starts (shell, kernel, MCP servers): the agent's own minus
-    # its secret, so a tool cannot print the token that drives the sandbox.
-    child_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    def __init__(
+        self,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 80,
+        token: str = DEFAULT_TOKEN,
+        workspace: str = "/workspace",
+        tool_timeout: float = DEFAULT_TIMEOUT,
+        mcp_timeout: float = DEFAULT_TIMEOUT,
+        kernel_start_timeout: float = 30.0,
+        idle_timeout: float = 300.0,
+        log_level: str = "INFO",
+        mcp_config_paths: tuple[str, ...] = MCP_CONFIG_PATHS,
+        child_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.token = token
+        self.workspace = workspace
+        self.tool_timeout = tool_timeout
+        self.mcp_timeout = mcp_timeout
+        self.kernel_start_timeout = kernel_start_timeout
+        self.idle_timeout = idle_timeout
+        self.log_level = log_level
+        self.mcp_config_paths = mcp_config_paths
+        self.child_env = dict(child_env or {})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -8,15 +8,26 @@ and return a :class:`Response`; they raise :class:`~sandbox_agent.errors.HTTPErr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import socketserver
+import sys
 import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, BinaryIO
-from urllib.parse import parse_qs, urlsplit
 
-from .errors import HTTPError, bad_request
+# The agent serves plain HTTP and opens no TLS connection: keep http.client from importing ssl,
+# which maps OpenSSL (libssl + libcrypto, about 4.4 MiB of RSS) into a process kept under 15 MiB.
+# Code that needs TLS inside the agent process must drop this line (or import ssl before this module).
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from urllib.parse import parse_qs, urlsplit  # noqa: E402
+
+from .errors import HTTPError, bad_request  # noqa: E402
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any, BinaryIO
+
+    Dispatch = Callable[["Request"], "Response"]
 
 log = logging.getLogger("sandbox_agent.http")
 
@@ -75,6 +86,8 @@ class Request:
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; 400 if it is not one."""
+        import json  # on first use: a pooled sandbox that only answers healthz never loads it
+
         raw = self.body()
         if not raw.strip():
             raise bad_request("request body must be a JSON object")
@@ -113,6 +126,8 @@ class Response:
 
 
 def json_response(data: Any, status: int = 200) -> Response:
+    import json  # on first use, as in Request.json
+
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
     return Response(status, body, "application/json")
 
@@ -159,8 +174,6 @@ def _iter_chunked(rfile: BinaryIO) -> Iterator[bytes]:
             yield data
         rfile.readline(8)  # CRLF after the chunk
 
-
-Dispatch = Callable[[Request], Response]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -231,10 +244,14 @@ class Server(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128
 
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind asks socket.getfqdn(), a reverse DNS lookup that can stall start-up in
+        # a container with no resolver; the name is only used for CGI.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-answer is routine; anything else is logged with its traceback.
-        import sys
-
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             log.debug("connection from %s dropped", client_address)
         else:

@@ -17,17 +17,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 from . import procs
 from .results import split_output
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
 log = logging.getLogger("sandbox_agent.kernel")
 
 INTERRUPT_GRACE = 3.0
-_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 
 class KernelDied(Exception):

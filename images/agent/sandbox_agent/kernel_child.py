@@ -17,7 +17,10 @@ import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _SIGINT = {signal.SIGINT}
 

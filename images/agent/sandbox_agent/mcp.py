@@ -15,12 +15,15 @@ import logging
 import shutil
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from . import procs
 from .errors import HTTPError, bad_request
 from .results import call_tool_result, text_item
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 log = logging.getLogger("sandbox_agent.mcp")
 

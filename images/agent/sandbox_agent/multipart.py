@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 from .errors import bad_request
 
 _PARAM = re.compile(r';\s*([A-Za-z0-9_*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
 
 
-class Part(NamedTuple):
-    name: str
-    filename: str | None
-    content_type: str | None
-    data: bytes
+# One form field: name, filename (None for a plain field), content_type, data (bytes).
+Part = namedtuple("Part", "name filename content_type data")
 
 
 def header_params(value: str) -> dict[str, str]:

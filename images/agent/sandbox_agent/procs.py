@@ -8,8 +8,11 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from typing import IO
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import IO
 
 
 def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], **kwargs) -> subprocess.Popen:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from . import procs
 from .results import split_output
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 log = logging.getLogger("sandbox_agent.shell")
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 import difflib
 import os
 import subprocess
-from collections.abc import Mapping
-from typing import Any
 
 from .errors import HTTPError, bad_request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 GIT_TIMEOUT = 60.0

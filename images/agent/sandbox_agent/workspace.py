@@ -9,15 +9,17 @@ Shapes and statuses follow upstream's ``routers/workspace.py``.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterable
-from typing import Any
 
 from .errors import HTTPError, bad_request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 
 class Workspace:
@@ -105,7 +107,7 @@ class Workspace:
             raise
         return self.entry(full)
 
-    def write_many(self, items: builtins.list[tuple]) -> builtins.list[dict[str, Any]]:
+    def write_many(self, items: list[tuple]) -> list[dict[str, Any]]:
         """``items`` is ``[(path, data), ...]``; every path is checked before anything is written."""
         targets = []
         for path, data in items:
@@ -115,7 +117,7 @@ class Workspace:
             targets.append((path, data))
         return [self.write_file(path, [data]) for path, data in targets]
 
-    def list(self, path: str | None, depth: int) -> builtins.list[dict[str, Any]]:
+    def list_dir(self, path: str | None, depth: int) -> list[dict[str, Any]]:
         full = self.resolve(path)
         if not os.path.isdir(full):
             raise HTTPError(404, "not found")
