@@ -48,8 +48,12 @@ class Container:
         return {item["description"]: item["text"] for item in response.json()["content"]}
 
 
-@pytest.fixture(scope="module")
-def container():
+# PID 1 is tini in our image; on a base without tini the agent is PID 1 and forks its own init.
+ENTRYPOINTS = {"tini": [], "agent-as-pid1": ["--entrypoint", "python3"]}
+
+
+@pytest.fixture(scope="module", params=list(ENTRYPOINTS))
+def container(request):
     reason = _unavailable()
     if reason:
         if REQUIRE_DOCKER:
@@ -57,7 +61,18 @@ def container():
         pytest.skip(reason)
     token = secrets.token_hex(16)
     started = subprocess.run(
-        ["docker", "run", "-d", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={token}", IMAGE],
+        [
+            "docker",
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::80",
+            "-e",
+            f"SECRET_TOKEN={token}",
+            *ENTRYPOINTS[request.param],
+            IMAGE,
+            *(["-m", "sandbox_agent"] if request.param != "tini" else []),
+        ],
         capture_output=True,
         text=True,
     )

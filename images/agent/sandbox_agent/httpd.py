@@ -220,11 +220,14 @@ class Handler(BaseHTTPRequestHandler):
                 if response.body:
                     self.wfile.write(response.body)
                 return
-            while True:
-                data = response.stream.read(CHUNK)
-                if not data:
+            remaining = response.length  # a file that grows meanwhile must not overrun Content-Length
+            while remaining > 0:
+                data = response.stream.read(min(CHUNK, remaining))
+                if not data:  # it shrank: the client cannot get what was promised
+                    self.close_connection = True
                     break
                 self.wfile.write(data)
+                remaining -= len(data)
         finally:
             if response.stream is not None:
                 response.stream.close()
