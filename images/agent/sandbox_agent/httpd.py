@@ -101,14 +101,14 @@ class Request:
 
     def discard_body(self) -> bool:
         """Drain what is left of a small body; False when the connection must close instead."""
-        if self.finished or (not self._started and not _has_body(self.headers)):
-            return True
-        if self._started or _content_length(self.headers) > DRAIN_LIMIT:
-            return False
         try:
+            if self.finished or (not self._started and not _has_body(self.headers)):
+                return True
+            if self._started or _content_length(self.headers) > DRAIN_LIMIT:
+                return False
             for _ in self.iter_body():
                 pass
-        except (HTTPError, OSError, ValueError):
+        except (HTTPError, OSError, ValueError):  # a malformed or broken body: close
             return False
         return True
 
@@ -173,7 +173,6 @@ def _iter_chunked(rfile: BinaryIO) -> Iterator[bytes]:
             size -= len(data)
             yield data
         rfile.readline(8)  # CRLF after the chunk
-
 
 
 class Handler(BaseHTTPRequestHandler):
