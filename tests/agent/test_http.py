@@ -115,15 +115,17 @@ def test_unauthorised_body_is_drained_so_the_connection_survives(agent):
 def test_malformed_requests_answer_json_and_close(agent):
     import socket
 
-    for raw in (
-        b"GET /fastapi/healthz HTTP/1.1\r\nAuthorization: Bearer x\r\nContent-Length: nope\r\n\r\n",
-        b"BREW /pot HTTP/1.1\r\n\r\n",
-    ):
+    bad_length = (
+        f"POST /fastapi/tools/run_shell_command HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Length: nope\r\n\r\n"
+    ).encode()
+    for raw, status in ((bad_length, b"400"), (b"BREW /pot HTTP/1.1\r\n\r\n", b"501")):
         with socket.create_connection(("127.0.0.1", agent.port), timeout=5) as sock:
             sock.sendall(raw)
             data = b""
-            while chunk := sock.recv(4096):
+            while chunk := sock.recv(4096):  # ends because the server closes
                 data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        assert head.split()[1] in (b"400", b"501"), data  # 501: unsupported method, as http.server
-        assert body.startswith(b'{"detail":')  # and the server closed: the loop above ended
+        assert head.split()[1] == status, data  # 501 for an unknown method, as http.server answers
+        assert b"Connection: close" in head
+        assert body.startswith(b'{"detail":')
