@@ -40,7 +40,9 @@ class Kernel:
     def __init__(self, cwd: str, env: Mapping[str, str], start_timeout: float) -> None:
         self._cwd = cwd
         self._env = dict(env)
-        self._env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
+        paths = [_PACKAGE_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                                     if p and p != _PACKAGE_PARENT]
+        self._env["PYTHONPATH"] = os.pathsep.join(paths)  # so that -m sandbox_agent.kernel_child works
         self._start_timeout = start_timeout
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -84,7 +86,8 @@ class Kernel:
             log.warning("kernel ignored the interrupt; killing it")
             self.close()
             return split_output("", f"{message}; the kernel did not respond to an interrupt and was "
-                                    "restarted: all variables, imports and state were lost.")
+                                    "killed; the next cell starts a new one: all variables, imports and "
+                                    "state were lost.")
         stderr = reply["stderr"]
         if stderr and not stderr.endswith("\n"):
             stderr += "\n"
