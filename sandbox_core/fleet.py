@@ -49,8 +49,9 @@ class Fleet:
         get_spec(self.settings, sandbox_type)  # unknown types are the client's mistake: 400
         pooled = base_type(sandbox_type)
         if pooled in self.settings.DEFAULT_SANDBOX_TYPE and self.settings.POOL_SIZE > 0:
+            # Beat refills the pool within WATCHER_SCAN_INTERVAL. Not refilling here keeps a burst
+            # of claims from competing for the CPU with the container starts it would trigger.
             name = self.store.claim(pooled, _session_of(meta), meta)
-            self.jobs.send(jobs.REFILL, {}, jobs.CREATE_QUEUE)  # top the pool up again now
             if name:
                 log.info("sandbox %s: taken from the %s pool", name, pooled)
                 return name

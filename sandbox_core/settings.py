@@ -228,6 +228,9 @@ class Settings:
         64, _positive_int, "threads for tool calls per worker", fleet=True)
     FLEET_CREATE_TIMEOUT: int = _setting(
         60, _positive_int, "seconds a create may take until the sandbox answers", fleet=True)
+    FLEET_RECONCILE_INTERVAL: int = _setting(
+        60, _non_negative_int, "seconds between reconciles of a host (also run at start); 0 = start only",
+        fleet=True)
     FLEET_MAX_BODY_MB: int = _setting(
         64, _positive_int, "largest request body (file uploads) the API accepts, MiB", fleet=True)
 

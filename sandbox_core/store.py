@@ -99,14 +99,18 @@ end
 return state
 """
 
-# Take a free port of a host's range, starting at a random offset.
-# KEYS: port set  ARGV: start, end (exclusive), offset
+# Take a free port of a host's range, starting at a random offset, and record it in the sandbox's
+# record in the same step (so reconcile never sees a port taken that no record holds).
+# KEYS: port set, record  ARGV: start, end (exclusive), offset
 _TAKE_PORT = """
 local s, e, off = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local n = e - s
 for i = 0, n - 1 do
   local p = s + ((off + i) % n)
-  if redis.call('SADD', KEYS[1], p) == 1 then return p end
+  if redis.call('SADD', KEYS[1], p) == 1 then
+    redis.call('HSET', KEYS[2], 'port', p)
+    return p
+  end
 end
 return false
 """
@@ -324,9 +328,11 @@ class Store:
 
     # -- ports -------------------------------------------------------------------------------
 
-    def take_port(self, host: str, offset: int) -> int:
+    def take_port(self, host: str, name: str, offset: int) -> int:
+        """A port of the host's range for sandbox ``name``, written into its record atomically."""
         start, end = self.settings.PORT_RANGE
-        port = self._take_port(keys=[self.ports_key(host)], args=[start, end, offset])
+        port = self._take_port(keys=[self.ports_key(host), self.record_key(name)],
+                               args=[start, end, offset])
         if not port:
             raise CapacityExceeded(f"no free port left in PORT_RANGE {list(self.settings.PORT_RANGE)}")
         return int(port)

@@ -9,6 +9,7 @@ tool calls, so long calls never hold up creates and releases).
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import timedelta
 
 from celery import Celery, bootsteps
@@ -18,6 +19,7 @@ from sandbox_core import jobs
 from sandbox_core.celery_app import configure
 
 from .context import current, worker_settings
+from .reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +46,36 @@ def _configure(sender: Celery, **_: object) -> None:
 
 
 class HostStartup(bootsteps.StartStopStep):
-    """Before consuming: connect to Redis and the backend, and reconcile this host."""
+    """Before consuming: connect to Redis and the backend, and reconcile this host, then again
+    every FLEET_RECONCILE_INTERVAL seconds (in the worker that consumes the host's lifecycle queue)."""
 
     requires = {"celery.worker.components:Pool"}
 
-    def start(self, worker) -> None:
-        from .reconcile import reconcile
+    def __init__(self, worker, **kwargs) -> None:
+        super().__init__(worker, **kwargs)
+        self.stopping = threading.Event()
 
+    def start(self, worker) -> None:
         ctx = current()  # connects now, so the first job pays no start-up cost
         consumed = set(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
-        if jobs.host_queue(ctx.host) in consumed:
-            result = reconcile(ctx)
-            log.info("host %s ready (backend %s); reconcile: %s", ctx.host, ctx.backend.name, result)
+        if jobs.host_queue(ctx.host) not in consumed:
+            return
+        log.info("host %s ready (backend %s); reconcile: %s", ctx.host, ctx.backend.name,
+                 reconcile(ctx))
+        interval = ctx.settings.FLEET_RECONCILE_INTERVAL
+        if interval:
+            threading.Thread(target=self._every, args=(ctx, interval), name="reconcile",
+                             daemon=True).start()
+
+    def _every(self, ctx, interval: int) -> None:
+        while not self.stopping.wait(interval):
+            try:
+                reconcile(ctx)
+            except Exception:  # the next round tries again; a worker must not die of it
+                log.exception("reconcile of host %s failed", ctx.host)
 
     def stop(self, worker) -> None:
+        self.stopping.set()
         current().agent.close()
 
 

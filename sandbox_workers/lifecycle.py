@@ -14,6 +14,7 @@ import socket
 import time
 
 from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE, ContainerSpec
+from sandbox_core import jobs
 from sandbox_core import store as states
 from sandbox_core.errors import BadRequest, CapacityExceeded, SandboxError
 from sandbox_core.registry import base_type, get_spec
@@ -50,7 +51,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         port = _take_port(ctx, name)
         token = secrets.token_hex(16)
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
-        ctx.store.update(name, port=port, url=f"http://localhost:{port}", runtime_token=token,
+        ctx.store.update(name, url=f"http://localhost:{port}", runtime_token=token,
                          mount_dir=workspace)
         container = ctx.backend.create(ContainerSpec(
             name=name,
@@ -82,6 +83,9 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         ctx.store.join_session(name, session)
     if replaces:
         _replace(ctx, replaces, name)
+    # The calls worker opens its connection and runs a first command now, so the client's first
+    # call does not pay for a cold connection, cold pages and the agent's lazy imports (~5 ms).
+    ctx.jobs.send(jobs.AGENT, {"name": name, "op": "warm", "timeout": 10}, jobs.call_queue(ctx.host))
     if record.get("pool_type"):
         ctx.store.pool_add(record["pool_type"], name)
     log.info("sandbox %s: %s on port %s", name, "running" if session else "warm", port)
@@ -132,16 +136,19 @@ def _take_port(ctx: WorkerContext, name: str) -> int:
     """A port of this host's range that the fleet does not use and nothing else has bound."""
     start, end = ctx.settings.PORT_RANGE
     for _ in range(32):
-        port = ctx.store.take_port(ctx.host, random.randrange(end - start))
+        port = ctx.store.take_port(ctx.host, name, random.randrange(end - start))
         if _bindable(port):
             return port
-        # Left marked as taken, so the next create does not pick it; reconcile frees it later.
         log.info("sandbox %s: port %s is bound outside the fleet; trying another", name, port)
+        ctx.store.free_port(ctx.host, port)
     raise CapacityExceeded(f"no bindable port found in PORT_RANGE {list(ctx.settings.PORT_RANGE)}")
 
 
 def _bindable(port: int) -> bool:
+    """Whether Docker will be able to publish on the port. Like Docker's own listener, the probe
+    uses SO_REUSEADDR, so connections of a removed sandbox still in TIME_WAIT do not count."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -117,6 +117,9 @@ def agent(self, ctx, name: str, op: str, timeout: float, **payload: Any) -> Any:
                                       bool(payload.get("overwrite")), timeout)
     if op == "check_health":
         return client.check_health(record)
+    if op == "warm":
+        client.call_tool(record, "run_shell_command", {"command": "true"}, timeout)
+        return True
     if op == "proxy":
         response = client.request(
             record, payload["method"], "/" + payload["path"].lstrip("/"),

@@ -58,3 +58,12 @@ def test_redis_url_from_parts():
 def test_every_setting_is_documented():
     for name, _default, doc, _fleet in describe():
         assert doc, name
+
+
+def test_readme_lists_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, _default, _doc, _fleet in describe():
+        group = name.startswith(("AGENT_RUN_", "FC_")) and ("`AGENT_RUN_*`" in readme)
+        assert group or f"`{name}`" in readme, f"{name} is missing from the README's settings table"

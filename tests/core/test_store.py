@@ -79,12 +79,14 @@ def test_finish_create_refuses_a_released_record(store):
 
 def test_ports_are_unique_and_run_out(store):
     with ThreadPoolExecutor(10) as pool:
-        ports = list(pool.map(lambda i: store.take_port("h", i), range(10)))
+        ports = list(pool.map(lambda i: store.take_port("h", f"s{i}", i), range(10)))
     assert sorted(ports) == list(range(40000, 40010))
+    assert sorted(store.get(f"s{i}")["port"] for i in range(10)) == sorted(ports)
     with pytest.raises(CapacityExceeded, match="PORT_RANGE"):
-        store.take_port("h", 0)
+        store.take_port("h", "s10", 0)
     store.free_port("h", 40003)
-    assert store.take_port("h", 7) == 40003
+    assert store.take_port("h", "s11", 7) == 40003
+    assert store.get("s11")["port"] == 40003
 
 
 def test_touch_reports_recycled_and_find_follows_redirects(store):

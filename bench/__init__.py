@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` measures a whole fleet on this machine."""

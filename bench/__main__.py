@@ -1,0 +1,3 @@
+from bench.fleet_bench import main
+
+main()

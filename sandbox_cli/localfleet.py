@@ -1,0 +1,119 @@
+"""A whole fleet on this machine in a subprocess, for tests and benchmarks.
+
+It runs the real ``runtime-sandbox-server`` with a private config (its own port, token, container
+prefix, host name, port range and private Redis), so several can run side by side without touching
+each other's sandboxes, and stops it with SIGTERM as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LocalFleet:
+    def __init__(self, folder: Path, **settings: object) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.token = secrets.token_hex(8)
+        self.prefix = f"sftest_{secrets.token_hex(3)}_"
+        start = 20000 + secrets.randbelow(400) * 100
+        values: dict[str, object] = {
+            "PORT": self.port,
+            "BEARER_TOKEN": self.token,
+            "CONTAINER_PREFIX_KEY": self.prefix,
+            "FLEET_HOST_NAME": f"host-{secrets.token_hex(3)}",
+            "DEFAULT_MOUNT_DIR": str(folder / "mounts"),
+            "PORT_RANGE": f"[{start},{start + 100}]",
+        }
+        values.update(settings)
+        self.values = {k: str(v) for k, v in values.items()}
+        self.config = folder / "fleet.env"
+        self.config.write_text("".join(f"{k}={v}\n" for k, v in self.values.items()))
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "fleet.log"
+        self.proc: subprocess.Popen | None = None
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+
+    # -- process -----------------------------------------------------------------------------
+
+    def start(self, *args: str, timeout: float = 60) -> LocalFleet:
+        env = {k: v for k, v in os.environ.items() if k not in self.values and k != "REDIS_URL"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sandbox_cli.server", "--config", str(self.config), *args],
+                cwd=self.config.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the fleet exited:\n{self.tail()}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=5).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the fleet did not start in {timeout}s:\n{self.tail()}")
+
+    def stop(self, timeout: float = 90) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else 0
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def post(self, route: str, body: dict | None = None, token: str | None = "default",
+             timeout: float = 120) -> requests.Response:
+        if token == "default":
+            return self.http.post(f"{self.url}/{route}", json=body or {}, timeout=timeout)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.post(f"{self.url}/{route}", json=body or {}, headers=headers, timeout=timeout)
+
+    def get(self, route: str) -> requests.Response:
+        return self.http.get(f"{self.url}/{route}", timeout=30)
+
+    def data(self, route: str, body: dict | None = None, allow_null: bool = True) -> Any:
+        """The ``data`` of a 200 answer; anything else (or null, if not allowed) raises."""
+        response = self.post(route, body)
+        if response.status_code != 200 or (response.json()["data"] is None and not allow_null):
+            raise AssertionError(f"{route}: HTTP {response.status_code}: {response.text}")
+        return response.json()["data"]
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def containers(self, docker_client) -> list:
+        return docker_client.containers.list(all=True, filters={"name": self.prefix})
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n{self.tail()}")
