@@ -124,7 +124,10 @@ class AgentClient:
                                 json_body={"server_configs": server_configs, "overwrite": overwrite})
         if response.status != 200:
             return {"isError": True, "content": [{"type": "text", "text": _detail(response)}]}
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # upstream's agent (and ours) answer a plain-text "OK"
+            return response.body.decode(errors="replace")
 
     def check_health(self, record: dict) -> bool:
         try:

@@ -111,3 +111,19 @@ def test_session_routes(fleet):
 def test_proxy_without_a_token_is_401(fleet):
     response = requests.get(f"{fleet.url}/proxy/x/workspace/list")
     assert response.status_code == 401
+
+
+def test_mcp_server_added_through_the_fleet(fleet):
+    from pathlib import Path
+
+    server = (Path(__file__).resolve().parents[1] / "agent" / "mcp_stdio_server.py").read_text()
+    with sandbox.BaseSandbox(base_url=fleet.url, bearer_token=fleet.token) as sb:
+        sb.fs.write("mcp/server.py", server)
+        config = {"mcpServers": {"tiny": {"command": "python3", "args": ["/workspace/mcp/server.py"]}}}
+        assert sb.add_mcp_servers(server_configs=config) == "OK"
+        tools = sb.list_tools()
+        assert set(tools["tiny"]) == {"echo", "add", "sleep", "fail"}
+        assert sb.list_tools(tool_type="tiny").keys() == {"tiny"}
+        result = sb.call_tool("add", {"a": 2, "b": 40})
+        assert result["isError"] is False
+        assert "42" in result["content"][0]["text"]
