@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 QUEUE_SLACK = 30
 #: The agent enforces a tool's timeout; the caller waits a little longer for the reply to travel.
 CALL_SLACK = 10
+#: Seconds between two heartbeat writes of a busy session.
+TOUCH_EVERY = 1.0
 
 
 class Fleet:
@@ -98,7 +100,10 @@ class Fleet:
         record = self.store.find(_identity(identity))
         if record is None:
             raise NotFound(f"sandbox not found: {identity}")
-        if touch and record.get("session_ctx_id"):
+        # A heartbeat a second old is fresh enough: the reaper works in HEARTBEAT_TIMEOUT units,
+        # and skipping the write keeps a burst of calls at one Redis read each.
+        fresh = time.time() - (record.get("last_active_at") or 0) < TOUCH_EVERY
+        if touch and record.get("session_ctx_id") and (record["state"] != states.RUNNING or not fresh):
             for recycled in self.store.touch(record["session_ctx_id"]):
                 self.restore(recycled)
             if record["state"] == states.RECYCLED:

@@ -53,8 +53,8 @@ class JobClient:
         job_id = uuid.uuid4().hex
         waiting = f"{NS}waiting:{job_id}"
         self.store.redis.set(waiting, "1", ex=max(1, int(timeout) + 5))
-        self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id,
-                              expires=timeout, headers={"reply": True})
+        self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
+                              argsrepr="()", kwargsrepr=_describe(kwargs))
         popped = self.store.redis.blpop(f"{NS}reply:{job_id}", timeout=timeout)
         if popped is None:
             if self.store.redis.delete(waiting):
@@ -67,7 +67,14 @@ class JobClient:
 
     def send(self, name: str, kwargs: dict, queue: str, countdown: float | None = None) -> None:
         """Send a job nobody waits for (teardowns, refills)."""
-        self.celery.send_task(name, kwargs=kwargs, queue=queue, countdown=countdown)
+        self.celery.send_task(name, kwargs=kwargs, queue=queue, countdown=countdown,
+                              argsrepr="()", kwargsrepr=_describe(kwargs))
+
+
+def _describe(kwargs: dict) -> str:
+    """What monitoring (events, Flower, logs) shows of a job: which sandbox and operation, never
+    the tool's arguments (user code and data). Also spares Celery a saferepr of every message."""
+    return repr({k: kwargs[k] for k in ("name", "op") if k in kwargs})
 
 
 def encode_reply(result: Any = None, error: SandboxError | None = None) -> str:

@@ -7,12 +7,16 @@ SECRET_TOKEN), so upstream images and ours are driven the same way.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import urllib3
 
-from sandbox_core.errors import Unavailable
+from sandbox_core.errors import NotFound, Unavailable
+
+ADDRESS_CACHE_SIZE = 4096
 
 #: What upstream's manager adds to every type's list_tools (observed on the wire).
 GENERIC_TOOLS = {
@@ -55,6 +59,28 @@ class AgentClient:
     def __init__(self, max_connections_per_sandbox: int = 8) -> None:
         self.http = urllib3.PoolManager(
             num_pools=4096, maxsize=max_connections_per_sandbox, block=False, retries=False)
+        self._addresses: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def address_of(self, name: str, store) -> dict:
+        """The fields a call needs (port, secret, ids) of a live sandbox, cached in the worker.
+
+        They never change while a sandbox lives; the API checks liveness before every call, so a
+        stale entry can only meet a sandbox being torn down, and that call fails as it would anyway.
+        """
+        with self._lock:
+            if name in self._addresses:
+                self._addresses.move_to_end(name)
+                return self._addresses[name]
+        record = store.get(name)
+        if record is None or record.get("state") not in ("running", "warm") or not record.get("port"):
+            raise NotFound(f"sandbox not found: {name}")
+        address = {k: record[k] for k in ("port", "runtime_token", "container_id", "container_name")}
+        with self._lock:
+            self._addresses[name] = address
+            while len(self._addresses) > ADDRESS_CACHE_SIZE:
+                self._addresses.popitem(last=False)
+        return address
 
     def request(self, record: dict, method: str, path: str, *, body: bytes | None = None,
                 json_body: Any = None, headers: dict | None = None, timeout: float = 60,

@@ -103,9 +103,7 @@ def control(self, ctx, name: str, op: str) -> Any:
 @replying
 def agent(self, ctx, name: str, op: str, timeout: float, **payload: Any) -> Any:
     """One request into a sandbox's agent. Not retried: a tool call may not be idempotent."""
-    record = ctx.store.get(name)
-    if record is None or record.get("state") not in (states.RUNNING, states.WARM):
-        raise NotFound(f"sandbox not found: {name}")
+    record = ctx.agent.address_of(name, ctx.store)
     client = ctx.agent
     if op == "call_tool":
         return client.call_tool(record, payload["tool_name"], payload.get("arguments") or {},
