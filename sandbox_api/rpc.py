@@ -69,6 +69,12 @@ def _get_status(f: Fleet, identity: str) -> str | None:
         return None
 
 
+def _cleanup(f: Fleet) -> None:
+    """Upstream's contract: release every sandbox of the fleet (the SDK's SandboxManager calls it
+    when used as a context manager)."""
+    f.cleanup()
+
+
 def _get_session_mapping(f: Fleet, session_ctx_id: str) -> list[str]:
     names = f.store.session_names(session_ctx_id)
     return [n for n in names if (f.store.get(n) or {}).get("state") in states.LIVE_STATES]
@@ -94,7 +100,7 @@ ROUTES: dict[str, tuple[type[Schema], Callable[..., Any]]] = {
     "stop": (schemas.IdentityBody, lambda f, identity: f.control(identity, "stop")),
     "get_session_mapping": (schemas.SessionBody, _get_session_mapping),
     "list_session_keys": (schemas.EmptyBody, lambda f: f.store.session_keys()),
-    "cleanup": (schemas.EmptyBody, lambda f: f.cleanup() and None),
+    "cleanup": (schemas.EmptyBody, _cleanup),
 }
 
 

@@ -75,6 +75,7 @@ class Supervisor:
         if extensions:
             self.env[EXTENSIONS_VAR] = os.pathsep.join(extensions)
         self.stopping = threading.Event()
+        self.failed = False
         self.children: dict[str, subprocess.Popen] = {}
 
     def run(self) -> None:
@@ -111,6 +112,8 @@ class Supervisor:
             self._announce_when_ready()
             self._watch()
         log.info("stopped")
+        if self.failed:
+            sys.exit(1)
 
     # -- children ----------------------------------------------------------------------------
 
@@ -150,6 +153,7 @@ class Supervisor:
         for name, child in self.children.items():
             if child.poll() is not None:
                 log.error("%s exited with code %s; stopping the fleet", name, child.returncode)
+                self.failed = True
                 return True
         return False
 

@@ -64,7 +64,7 @@ class Fleet:
                storage_path: str | None = None) -> str:
         """Create a sandbox and wait until its agent answers; returns its name."""
         sandbox_type = sandbox_type or self.default_type()
-        get_spec(self.settings, sandbox_type)
+        spec = get_spec(self.settings, sandbox_type)
         for key, value in (environment or {}).items():
             if value is None:
                 raise BadRequest(f"environment.{key} is null; give it a string value")
@@ -77,8 +77,7 @@ class Fleet:
             session_ctx_id=_session_of(meta), environment={k: str(v) for k, v in
                                                            (environment or {}).items()},
             mount_dir=mount_dir, workspace_owned=not mount_dir, storage_path=storage_path,
-            version=get_spec(self.settings, sandbox_type).image, desktop_token=secrets.token_hex(16),
-            timeout=get_spec(self.settings, sandbox_type).timeout)
+            version=spec.image, desktop_token=secrets.token_hex(16), timeout=spec.timeout)
         self._reserve(name)
         return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout)
 
