@@ -1,18 +1,20 @@
 """``runtime-sandbox-builder``: build sandbox images with no container registry.
 
-``runtime-sandbox-builder base`` (or ``all``) makes the Debian base ``sandbox-fleet/rootfs:bookworm``
-with ``images/rootfs/build-rootfs.sh`` if it is missing, fetches the image's wheels on the host (RUN
-steps in ``docker build`` have no route to a package index), runs ``docker build`` through the
-docker CLI (progress shown, layer cache used), then starts the image once on 127.0.0.1 and checks
-that its agent answers. ``runtime-sandbox-builder NAME --dockerfile_path PATH`` builds a custom image.
-Images are named by :func:`image_uri`, by default ``agentscope/runtime-sandbox-<type>:latest``.
+``runtime-sandbox-builder base|filesystem|browser|gui|all`` makes the Debian base
+``sandbox-fleet/rootfs:bookworm`` with ``images/rootfs/build-rootfs.sh`` if it is missing, fetches on
+the host what each image installs (RUN steps in ``docker build`` have no route to a package index):
+wheels (``pip download``), Debian packages (``images/tools/fetch-debs.sh``, resolved against the
+parent image) and npm packages (``npm ci`` of a lockfile, then local patches); runs ``docker build``
+through the docker CLI (progress shown, layer cache used), then starts the image once on 127.0.0.1
+as the fleet would (all capabilities dropped but the image's label) and checks that its agent
+answers and, for a type with MCP servers, that their tools are listed.
+``runtime-sandbox-builder NAME --dockerfile_path PATH`` builds a custom image. Images are named by
+:func:`image_uri`, by default ``agentscope/runtime-sandbox-<type>:latest``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import json
 import os
 import platform
@@ -29,22 +31,25 @@ from pathlib import Path
 
 import click
 
+from sandbox_core.errors import SandboxError
+from sandbox_core.registry import BUILTIN_TYPES, get_spec, load_extensions
+from sandbox_core.settings import Settings, load_settings
+
 IMAGES_DIR = Path(__file__).resolve().parents[1] / "images"
 ROOTFS_SCRIPT = IMAGES_DIR / "rootfs" / "build-rootfs.sh"
+FETCH_DEBS_SCRIPT = IMAGES_DIR / "tools" / "fetch-debs.sh"
 ROOTFS_IMAGE = "sandbox-fleet/rootfs:bookworm"
 IMAGE_PYTHON = "3.11"  # Debian bookworm's python3: the wheels must match the image, not this host
 CHECK_TIMEOUT = 60.0
+LABEL_CAPABILITIES = "io.sandbox-fleet.capabilities"  # read by backends/docker.py
 
 
-def image_uri(type_name: str, env: Mapping[str, str]) -> str:
-    """The image of a sandbox type, named as upstream names it.
+def image_uri(type_name: str, settings: Settings) -> str:
+    """The image of a sandbox type, named as upstream names it (the fleet's one rule).
 
     ``{RUNTIME_SANDBOX_REGISTRY/}{RUNTIME_SANDBOX_IMAGE_NAMESPACE}/runtime-sandbox-<type>:{RUNTIME_SANDBOX_IMAGE_TAG}``
     """
-    registry = env.get("RUNTIME_SANDBOX_REGISTRY", "")
-    namespace = env.get("RUNTIME_SANDBOX_IMAGE_NAMESPACE", "agentscope")
-    tag = env.get("RUNTIME_SANDBOX_IMAGE_TAG", "latest")
-    return f"{registry + '/' if registry else ''}{namespace}/runtime-sandbox-{type_name}:{tag}"
+    return settings.image_uri(f"runtime-sandbox-{type_name}")
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,21 @@ class ImageSpec:
     parent: str | None = None  # a built-in type whose image is passed as --build-arg BASE_IMAGE
     requirements: Path | None = None  # wheels fetched on the host into <dockerfile dir>/wheels/
     needs_rootfs: bool = False  # FROM sandbox-fleet/rootfs:bookworm unless BASE_IMAGE is overridden
+    debs: tuple[str, ...] = ()  # Debian packages added to the parent, fetched into <dir>/debs/
+    npm: Path | None = None  # a folder with package.json + package-lock.json (+ patches/*.patch)
+    tool_group: str | None = None  # the MCP server whose tools the check expects to see
+
+
+def _type(name: str, debs: tuple[str, ...], tool_group: str, npm: bool = True) -> ImageSpec:
+    folder = IMAGES_DIR / name
+    return ImageSpec(name, folder / "Dockerfile", context=folder, parent="base", debs=debs,
+                     npm=folder / "npm" if npm else None, tool_group=tool_group)
 
 
 BUILTIN: dict[str, ImageSpec] = {
     "base": ImageSpec("base", IMAGES_DIR / "base" / "Dockerfile",
                       requirements=IMAGES_DIR / "base" / "requirements.txt", needs_rootfs=True),
+    "filesystem": _type("filesystem", ("nodejs",), "filesystem"),
 }
 
 
@@ -143,6 +158,42 @@ def fetch_wheels(requirements: Path) -> Path:
     return wheels
 
 
+def fetch_debs(spec: ImageSpec, parent: str, env: Mapping[str, str]) -> Path:
+    """The .debs ``spec`` adds to its parent image, resolved against that image, in <dir>/debs/."""
+    dest = spec.dockerfile.parent / "debs"
+    _run(["bash", str(FETCH_DEBS_SCRIPT), parent, str(dest), *spec.debs], env=env)
+    return dest
+
+
+def npm_install(folder: Path, env: Mapping[str, str]) -> Path:
+    """``npm ci`` of ``folder``'s lockfile into ``folder/node_modules``, then its patches.
+
+    Skipped while node_modules holds exactly this lockfile and these patches. Install scripts are
+    not run (no package may download a browser or a binary); the packages are plain JavaScript.
+    """
+    patches = sorted((folder / "patches").glob("*.patch"))
+    digest = hashlib.sha256()
+    for path in [folder / "package.json", folder / "package-lock.json", *patches]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    stamp = folder / ".node_modules.sha256"
+    modules = folder / "node_modules"
+    if modules.is_dir() and stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
+        _echo(f"npm packages of {folder.relative_to(IMAGES_DIR)} are installed in {modules}")
+        return modules
+    if shutil.which("npm") is None:
+        raise click.ClickException("npm is needed on the host to fetch the image's MCP servers "
+                                   "(apt-get install -y npm)")
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(modules, ignore_errors=True)
+    _run(["npm", "ci", "--prefix", str(folder), "--omit=dev", "--ignore-scripts", "--no-audit",
+          "--no-fund", "--loglevel=warn"],
+         env={**env, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1", "PUPPETEER_SKIP_DOWNLOAD": "1"})
+    for patch in patches:
+        _run(["patch", "-p1", "--forward", "-d", str(folder), "-i", str(patch)])
+    stamp.write_text(digest.hexdigest() + "\n")
+    return modules
+
+
 def docker_build(tag: str, dockerfile: Path, context: Path, build_args: Mapping[str, str],
                  env: Mapping[str, str], no_cache: bool = False) -> None:
     argv = ["docker", "build", "-f", str(dockerfile), "-t", tag]
@@ -155,13 +206,26 @@ def docker_build(tag: str, dockerfile: Path, context: Path, build_args: Mapping[
     _run(argv, env={**env, "DOCKER_BUILDKIT": env.get("DOCKER_BUILDKIT", "0")})
 
 
-def check_image(tag: str) -> None:
-    """Start ``tag`` on a loopback port, wait for ``/fastapi/healthz``, run ``echo``, remove it."""
+def image_capabilities(tag: str) -> list[str] | None:
+    """The capabilities the image's label asks for, or None when it has no label."""
+    labels = subprocess.run(["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag],
+                            capture_output=True, text=True)
+    value = (json.loads(labels.stdout or "null") or {}).get(LABEL_CAPABILITIES)
+    return None if value is None else [c for c in value.split(",") if c.strip()]
+
+
+def check_image(tag: str, tool_group: str | None = None) -> None:
+    """Start ``tag`` on a loopback port as the fleet would, wait for ``/fastapi/healthz``, run
+    ``echo``, list the MCP tools when ``tool_group`` is given, and remove the container."""
     token = secrets.token_hex(16)
-    _echo(f"checking {tag}: healthz and an echo through the shell tool")
-    started = subprocess.run(
-        ["docker", "run", "-d", "--rm", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={token}", tag],
-        capture_output=True, text=True)
+    _echo(f"checking {tag}: healthz and an echo through the shell tool"
+          + (f", and the {tool_group!r} MCP tools" if tool_group else ""))
+    argv = ["docker", "run", "-d", "--rm", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={token}",
+            "--security-opt", "no-new-privileges", "--pids-limit", "512"]
+    caps = image_capabilities(tag)
+    if caps is not None:  # as backends/docker.py runs a labelled image
+        argv += ["--cap-drop", "ALL", *(f"--cap-add={c}" for c in caps)]
+    started = subprocess.run([*argv, tag], capture_output=True, text=True)
     if started.returncode != 0:
         raise click.ClickException(f"cannot start {tag}: {started.stderr.strip()}")
     container = started.stdout.strip()
@@ -190,38 +254,54 @@ def check_image(tag: str) -> None:
             result = json.loads(response.read())
         if result["content"][0]["text"] != "sandbox-ok\n":
             raise click.ClickException(f"unexpected echo result from {tag}: {result}")
+        if tool_group:
+            request = urllib.request.Request(f"{base}/mcp/list_tools", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=CHECK_TIMEOUT) as response:
+                    tools = json.loads(response.read()).get(tool_group) or {}
+            except urllib.error.HTTPError as exc:
+                raise click.ClickException(f"{tag}: list_tools answered {exc.code}: "
+                                           f"{exc.read().decode(errors='replace')}") from None
+            # Some tools take no argument; all of them empty is the zod 4 failure (wire-contract §3).
+            if not any(t["json_schema"]["function"]["parameters"]["properties"] for t in tools.values()):
+                raise click.ClickException(f"{tag}: MCP group {tool_group!r} lists {sorted(tools)}, "
+                                           "all with empty schemas")
+            _echo(f"{tag}: {len(tools)} tools in {tool_group!r}")
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True)
     _echo(f"{tag} answers")
 
 
-def load_extension(ext: str) -> None:
-    """Import a Python file or module (as upstream's ``--extension``), e.g. to register types."""
-    path = Path(ext)
-    if ext.endswith(".py") or path.is_file():
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        if spec is None or spec.loader is None:
-            raise click.ClickException(f"cannot load extension {ext}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[path.stem] = module
-        spec.loader.exec_module(module)
-    else:
-        importlib.import_module(ext)
+def custom_image(build_type: str, settings: Settings) -> str:
+    """A custom type's image: the one its extension registered (as upstream's builder), else the
+    type's name under the configured registry, namespace and tag."""
+    if build_type in BUILTIN_TYPES:
+        return image_uri(build_type, settings)
+    try:
+        return get_spec(settings, build_type).image
+    except SandboxError:
+        return image_uri(build_type, settings)
 
 
-def build_builtin(spec: ImageSpec, env: Mapping[str, str], build_args: dict[str, str], check: bool,
-                  no_cache: bool) -> str:
-    tag = image_uri(spec.name, env)
+def build_builtin(spec: ImageSpec, settings: Settings, env: Mapping[str, str],
+                  build_args: dict[str, str], check: bool, no_cache: bool) -> str:
+    tag = image_uri(spec.name, settings)
+    started = time.monotonic()
     args = dict(build_args)
-    if spec.parent and "BASE_IMAGE" not in args:
-        args["BASE_IMAGE"] = image_uri(spec.parent, env)
+    if spec.parent:  # a derived type builds FROM its parent as built here, whatever BASE_IMAGE says
+        args["BASE_IMAGE"] = image_uri(spec.parent, settings)
     if spec.needs_rootfs and "BASE_IMAGE" not in args:
         ensure_rootfs(env)
     if spec.requirements is not None:
         fetch_wheels(spec.requirements)
+    if spec.debs:
+        fetch_debs(spec, args["BASE_IMAGE"], env)
+    if spec.npm is not None:
+        npm_install(spec.npm, env)
     docker_build(tag, spec.dockerfile, spec.context, args, env, no_cache)
     if check:
-        check_image(tag)
+        check_image(tag, spec.tool_group)
+    _echo(f"{tag} built in {time.monotonic() - started:.0f} s")
     return tag
 
 
@@ -251,14 +331,17 @@ def _parse_build_args(values: Sequence[str]) -> dict[str, str]:
 def main(build_type: str, dockerfile_path: Path | None, extension: Sequence[str], build_arg: Sequence[str],
          context: Path | None, no_cache: bool, no_check: bool) -> None:
     """Build the sandbox image BUILD_TYPE (default: base; "all" builds every built-in one)."""
-    env = os.environ
-    for ext in extension:
-        load_extension(ext)
+    env = os.environ  # handed to docker, npm and the scripts as their environment
+    try:
+        settings = load_settings()
+        load_extensions(settings, extension)
+    except SandboxError as exc:
+        raise click.ClickException(exc.detail) from None
     build_args = _parse_build_args(build_arg)
     if dockerfile_path is not None:
         if build_type == "all":
             raise click.UsageError("--dockerfile_path builds one image: give its name, not 'all'")
-        tag = image_uri(build_type, env)
+        tag = custom_image(build_type, settings)
         docker_build(tag, dockerfile_path, context or Path.cwd(), build_args, env, no_cache)
         if not no_check:
             check_image(tag)
@@ -273,7 +356,7 @@ def main(build_type: str, dockerfile_path: Path | None, extension: Sequence[str]
         raise click.UsageError(f"unknown sandbox image {build_type!r}; known: {known}. "
                                "A custom image needs --dockerfile_path.")
     for spec in build_order(names):
-        click.echo(build_builtin(spec, env, build_args, not no_check, no_cache))
+        click.echo(build_builtin(spec, settings, env, build_args, not no_check, no_cache))
 
 
 if __name__ == "__main__":
