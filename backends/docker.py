@@ -62,16 +62,18 @@ class DockerBackend(Backend):
             options["runtime"] = self.runtime
         options.update(spec.runtime_config)  # a type's own runtime_config wins, as upstream
         try:
-            container = self.client.containers.run(
+            # create + start, not run(): run() pulls a missing image, which on a host with no
+            # registry fails with a DNS error instead of saying which image is missing.
+            container = self.client.containers.create(
                 spec.image,
                 name=spec.name,
-                detach=True,
                 ports={"80/tcp": ("127.0.0.1", spec.host_port)},
                 environment=spec.environment,
                 labels=spec.labels,
                 volumes=volumes,
                 **options,
             )
+            container.start()
         except ImageNotFound as e:
             raise BadRequest(
                 f"image {spec.image} is not on this host; build it with `runtime-sandbox-builder`"
