@@ -152,18 +152,34 @@ class DockerBackend(Backend):
 
 
 class GVisorBackend(DockerBackend):
-    """The same containers under gVisor's user-space kernel (runsc registered in dockerd)."""
+    """The same containers under gVisor's user-space kernel (runsc registered in dockerd).
+
+    Register runsc with its own ``--network=host`` flag (``scripts/setup --gvisor`` does): the
+    sandbox then uses the network namespace Docker made for it, so publishing works as with runc.
+    """
 
     name = "gvisor"
     runtime = "runsc"
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
-        runtimes = self.client.info().get("Runtimes", {})
+        try:
+            runtimes = self.client.info().get("Runtimes", {})
+        except DockerException as e:
+            raise SettingsError(f"CONTAINER_DEPLOYMENT=gvisor: cannot ask Docker for its runtimes: "
+                                f"{_explain(e)}") from e
         if "runsc" not in runtimes:
             raise SettingsError(
-                "CONTAINER_DEPLOYMENT=gvisor: dockerd has no 'runsc' runtime; register it in "
-                "/etc/docker/daemon.json (see docs/backends.md) and reload dockerd")
+                "CONTAINER_DEPLOYMENT=gvisor: dockerd has no 'runsc' runtime; run "
+                "`scripts/setup --gvisor`, or register it in /etc/docker/daemon.json as "
+                "docs/backends.md says and send dockerd SIGHUP")
+
+    def _capabilities_for(self, image: str) -> list[str]:
+        """Plus NET_BIND_SERVICE: runsc does not implement ``ip_unprivileged_port_start``, which
+        lets runc sandboxes bind port 80 with no capability, so an agent on port 80 needs it.
+        It is a capability inside gVisor's own kernel, not the host's."""
+        caps = super()._capabilities_for(image)
+        return caps if "NET_BIND_SERVICE" in caps else [*caps, "NET_BIND_SERVICE"]
 
 
 def _explain(error: DockerException) -> str:
