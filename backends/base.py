@@ -32,12 +32,17 @@ class ContainerSpec:
 
 @dataclass
 class Container:
-    """A started sandbox as the backend sees it."""
+    """A started sandbox as the backend sees it. ``inspect`` fills the optional fields, which let
+    a host rebuild a lost record (see sandbox_workers.reconcile.adopt); ``list`` may leave them out."""
 
     id: str
     name: str
     status: str  # "running", "exited", "paused", "created", ...
     labels: dict[str, str] = field(default_factory=dict)
+    image: str | None = None
+    environment: dict[str, str] | None = None
+    host_port: int | None = None
+    workspace: str | None = None
 
 
 class Backend(ABC):

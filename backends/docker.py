@@ -100,8 +100,15 @@ class DockerBackend(Backend):
             return None
         except DockerException as e:
             raise BackendError(f"docker could not inspect {container_id}: {_explain(e)}") from e
-        return Container(id=data["Id"], name=data["Name"].lstrip("/"),
-                         status=data["State"]["Status"], labels=data["Config"].get("Labels") or {})
+        bindings = (data["HostConfig"].get("PortBindings") or {}).get("80/tcp") or [{}]
+        workspace = next((m["Source"] for m in data.get("Mounts") or []
+                          if m.get("Destination") == "/workspace"), None)
+        return Container(
+            id=data["Id"], name=data["Name"].lstrip("/"), status=data["State"]["Status"],
+            labels=data["Config"].get("Labels") or {}, image=data["Config"].get("Image"),
+            environment=dict(e.split("=", 1) for e in data["Config"].get("Env") or [] if "=" in e),
+            host_port=int(bindings[0]["HostPort"]) if bindings[0].get("HostPort") else None,
+            workspace=workspace)
 
     def list(self, labels: dict[str, str]) -> list[Container]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}

@@ -40,6 +40,7 @@ log = logging.getLogger("runtime-sandbox-server")
 
 GUNICORN_THREADS = 64
 CLEANUP_WAIT = 60
+MAX_RESTARTS_PER_MINUTE = 5
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,6 +78,8 @@ class Supervisor:
         self.stopping = threading.Event()
         self.failed = False
         self.children: dict[str, subprocess.Popen] = {}
+        self.argvs: dict[str, list[str]] = {}
+        self.restarts: dict[str, list[float]] = {}
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -125,6 +128,7 @@ class Supervisor:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log.info("starting %s", name)
+        self.argvs[name] = argv
         self.children[name] = subprocess.Popen(argv, env=self.env, start_new_session=True)
 
     def _stop(self, name: str, timeout: float = 20) -> None:
@@ -145,15 +149,27 @@ class Supervisor:
             self._stop(name, timeout=30)
 
     def _watch(self) -> None:
+        """Restart a part that died; one that keeps dying stops the fleet (exit code 1)."""
         while not self.stopping.wait(0.5):
-            if self._dead_child():
-                self.stopping.set()
+            for name, child in list(self.children.items()):
+                if child.poll() is None:
+                    continue
+                recent = [t for t in self.restarts.get(name, []) if t > time.monotonic() - 60]
+                if len(recent) >= MAX_RESTARTS_PER_MINUTE:
+                    log.error("%s keeps dying (code %s); stopping the fleet", name, child.returncode)
+                    self.failed = True
+                    self.stopping.set()
+                    break
+                log.error("%s exited with code %s; restarting it", name, child.returncode)
+                self.restarts[name] = [*recent, time.monotonic()]
+                self._spawn(name, self.argvs[name])
 
     def _dead_child(self) -> bool:
         for name, child in self.children.items():
             if child.poll() is not None:
-                log.error("%s exited with code %s; stopping the fleet", name, child.returncode)
+                log.error("%s exited with code %s during start-up", name, child.returncode)
                 self.failed = True
+                self.stopping.set()
                 return True
         return False
 

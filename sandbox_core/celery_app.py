@@ -7,8 +7,9 @@ from celery import Celery
 from . import jobs
 from .settings import Settings
 
-#: Redis redelivers an unacknowledged job after this; every job's time limit stays below it.
-VISIBILITY_TIMEOUT = 3600
+#: Redis redelivers an unacknowledged job (a create or teardown whose worker died) after this many
+#: seconds; every acks_late job's time limit stays below it.
+VISIBILITY_TIMEOUT = 180
 
 
 def make_celery(settings: Settings, name: str = "sandbox_fleet") -> Celery:

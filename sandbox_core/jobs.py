@@ -10,6 +10,7 @@ caller gave up is noticed by the worker, which then releases the sandbox instead
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -17,6 +18,9 @@ from celery import Celery
 
 from .errors import SandboxError, Unavailable
 from .store import NS, Store
+
+#: Seconds of waiting for a reply between two looks at the health of the worker running the job.
+WATCH_SLICE = 3
 
 #: The shared queue every worker host consumes: creates go to whichever host has a free thread.
 CREATE_QUEUE = "sandbox.create"
@@ -55,7 +59,7 @@ class JobClient:
         self.store.redis.set(waiting, "1", ex=max(1, int(timeout) + 5))
         self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
                               argsrepr="()", kwargsrepr=_describe(kwargs))
-        popped = self.store.redis.blpop(f"{NS}reply:{job_id}", timeout=timeout)
+        popped = self._wait(name, job_id, queue, timeout)
         if popped is None:
             if self.store.redis.delete(waiting):
                 raise Unavailable(f"no worker answered {name} on queue {queue} within {timeout:g}s")
@@ -64,6 +68,25 @@ class JobClient:
             if popped is None:
                 raise Unavailable(f"{name} reply was lost")
         return decode_reply(popped[1])
+
+    def _wait(self, name: str, job_id: str, queue: str, timeout: float):
+        """BLPOP the reply. Past the first slice, also watch the worker running the job: if it
+        dies, say so now rather than at the timeout (a lifecycle job is then redelivered)."""
+        reply_key = f"{NS}reply:{job_id}"
+        deadline = time.monotonic() + timeout
+        runner = None
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            popped = self.store.redis.blpop(reply_key, timeout=min(left, WATCH_SLICE))
+            if popped is not None:
+                return popped
+            runner = self.store.worker_of(job_id) or runner
+            if runner and not self.store.worker_alive(runner):
+                self.store.redis.delete(f"{NS}waiting:{job_id}")
+                raise Unavailable(f"worker {runner} died while running {name}; "
+                                  "a create or release is retried by another worker")
 
     def send(self, name: str, kwargs: dict, queue: str, countdown: float | None = None) -> None:
         """Send a job nobody waits for (teardowns, refills)."""

@@ -63,6 +63,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _create_timeout(text: str) -> int:
+    # A create job must finish well inside Redis' redelivery timeout (sandbox_core.celery_app).
+    value = int(text)
+    if not 1 <= value <= 120:
+        raise ValueError("expected seconds from 1 to 120")
+    return value
+
+
 def _str_list(text: str) -> tuple[str, ...]:
     """A single value, a comma list, or a JSON list (upstream's DEFAULT_SANDBOX_TYPE formats)."""
     text = text.strip()
@@ -227,7 +235,7 @@ class Settings:
     FLEET_CALL_CONCURRENCY: int = _setting(
         64, _positive_int, "threads for tool calls per worker", fleet=True)
     FLEET_CREATE_TIMEOUT: int = _setting(
-        60, _positive_int, "seconds a create may take until the sandbox answers", fleet=True)
+        60, _create_timeout, "seconds a create may take until the sandbox answers (1-120)", fleet=True)
     FLEET_RECONCILE_INTERVAL: int = _setting(
         60, _non_negative_int, "seconds between reconciles of a host (also run at start); 0 = start only",
         fleet=True)

@@ -357,6 +357,42 @@ class Store:
         """Give a job's result to the API process waiting for it; False if nobody waits any more."""
         return bool(self._reply(keys=[f"{NS}waiting:{job_id}", f"{NS}reply:{job_id}"], args=[body]))
 
+    # -- the fleet's epoch: tells a worker whether Redis lost the state it knew ----------------
+
+    def epoch(self) -> str | None:
+        return self.redis.get(f"{NS}epoch")
+
+    def open_epoch(self) -> str:
+        """The current epoch, starting one if the store is new (or was wiped)."""
+        self.redis.set(f"{NS}epoch", f"{now():.6f}", nx=True)
+        return self.redis.get(f"{NS}epoch")
+
+    # -- worker liveness ---------------------------------------------------------------------
+
+    def worker_beat(self, node: str, running: Iterable[str], ttl: int) -> None:
+        """A worker process is alive, running these jobs (those older than a beat or two)."""
+        pipe = self.redis.pipeline()
+        pipe.sadd(f"{NS}workers", node)
+        key = f"{NS}worker:{node}"
+        pipe.delete(key)
+        pipe.hset(key, mapping={"alive": 1, **{job: 1 for job in running}})
+        pipe.expire(key, ttl)
+        pipe.execute()
+
+    def worker_gone(self, node: str) -> None:
+        self.redis.delete(f"{NS}worker:{node}")
+        self.redis.srem(f"{NS}workers", node)
+
+    def worker_of(self, job_id: str) -> str | None:
+        """The live worker that reported running a job, if any."""
+        for node in self.redis.smembers(f"{NS}workers"):
+            if self.redis.hexists(f"{NS}worker:{node}", job_id):
+                return node
+        return None
+
+    def worker_alive(self, node: str) -> bool:
+        return bool(self.redis.exists(f"{NS}worker:{node}"))
+
     def scan_records(self) -> Iterable[dict]:
         for key in self.redis.scan_iter(f"{NS}sandbox:*", count=500):
             data = self.redis.hgetall(key)

@@ -9,7 +9,9 @@ tool calls, so long calls never hold up creates and releases).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from datetime import timedelta
 
 from celery import Celery, bootsteps
@@ -18,8 +20,10 @@ from kombu import Queue
 from sandbox_core import jobs
 from sandbox_core.celery_app import configure
 
+from . import liveness
 from .context import current, worker_settings
-from .reconcile import reconcile
+from .liveness import Heartbeat
+from .reconcile import adopt, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -46,36 +50,55 @@ def _configure(sender: Celery, **_: object) -> None:
 
 
 class HostStartup(bootsteps.StartStopStep):
-    """Before consuming: connect to Redis and the backend, and reconcile this host, then again
-    every FLEET_RECONCILE_INTERVAL seconds (in the worker that consumes the host's lifecycle queue)."""
+    """Before consuming: connect to Redis and the backend, beat liveness, and (in the worker that
+    consumes the host's lifecycle queue) reconcile the host, then watch it:
+
+    - every FLEET_RECONCILE_INTERVAL seconds, reconcile again;
+    - every WATCH seconds, check the fleet's epoch: if Redis lost its state while we ran, adopt
+      this host's running sandboxes instead of treating them as strays.
+    """
 
     requires = {"celery.worker.components:Pool"}
+    WATCH = 2.0
 
     def __init__(self, worker, **kwargs) -> None:
         super().__init__(worker, **kwargs)
         self.stopping = threading.Event()
+        self.heartbeat: Heartbeat | None = None
 
     def start(self, worker) -> None:
         ctx = current()  # connects now, so the first job pays no start-up cost
+        liveness.NODE = f"{worker.hostname}:{os.getpid()}"  # a restarted worker is a new node
+        self.heartbeat = Heartbeat(ctx.store, liveness.NODE)
+        self.heartbeat.start()
         consumed = set(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         if jobs.host_queue(ctx.host) not in consumed:
             return
+        epoch = ctx.store.open_epoch()
         log.info("host %s ready (backend %s); reconcile: %s", ctx.host, ctx.backend.name,
                  reconcile(ctx))
-        interval = ctx.settings.FLEET_RECONCILE_INTERVAL
-        if interval:
-            threading.Thread(target=self._every, args=(ctx, interval), name="reconcile",
-                             daemon=True).start()
+        threading.Thread(target=self._watch, args=(ctx, epoch), name="host-watch", daemon=True).start()
 
-    def _every(self, ctx, interval: int) -> None:
-        while not self.stopping.wait(interval):
+    def _watch(self, ctx, epoch: str) -> None:
+        interval = ctx.settings.FLEET_RECONCILE_INTERVAL
+        next_reconcile = time.monotonic() + interval
+        while not self.stopping.wait(self.WATCH):
             try:
-                reconcile(ctx)
-            except Exception:  # the next round tries again; a worker must not die of it
-                log.exception("reconcile of host %s failed", ctx.host)
+                if ctx.store.epoch() != epoch:
+                    log.warning("host %s: the state store lost the fleet's records; adopting this "
+                                "host's sandboxes", ctx.host)
+                    adopt(ctx)
+                    epoch = ctx.store.open_epoch()
+                if interval and time.monotonic() >= next_reconcile:
+                    reconcile(ctx)
+                    next_reconcile = time.monotonic() + interval
+            except Exception:  # Redis or Docker away for a moment: the next round tries again
+                log.exception("host %s: reconcile failed", ctx.host)
 
     def stop(self, worker) -> None:
         self.stopping.set()
+        if self.heartbeat:
+            self.heartbeat.stop()
         current().agent.close()
 
 

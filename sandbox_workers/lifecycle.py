@@ -19,6 +19,7 @@ from sandbox_core import store as states
 from sandbox_core.errors import BadRequest, CapacityExceeded, SandboxError
 from sandbox_core.registry import base_type, get_spec
 
+from . import liveness
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     spec = get_spec(ctx.settings, record["sandbox_type"])
     environment = {**spec.environment, **(record.get("environment") or {})}
     ctx.store.add_to_host(ctx.host, name)
-    ctx.store.update(name, host=ctx.host)
+    # Which worker process runs this create: reconcile closes it if that process dies.
+    ctx.store.update(name, host=ctx.host, creating_on=liveness.NODE)
     ctx.backend.remove(name)  # leftovers of an earlier, interrupted attempt
     try:
         port = _take_port(ctx, name)

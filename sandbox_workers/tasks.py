@@ -19,7 +19,7 @@ from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
-from . import lifecycle, reconcile
+from . import lifecycle, liveness, reconcile
 from .context import current
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 # A lost create or teardown leaks or loses a sandbox, so those are acknowledged only when done,
 # redelivered if the worker dies, and idempotent by sandbox name.
 _RELIABLE = {"acks_late": True, "reject_on_worker_lost": True, "typing": False}
-_LIFECYCLE_LIMIT = 300
-assert _LIFECYCLE_LIMIT < VISIBILITY_TIMEOUT
+_LIFECYCLE_LIMIT = 150
+assert _LIFECYCLE_LIMIT < VISIBILITY_TIMEOUT  # else Redis would redeliver a job still running
 
 
 def replying(func):
@@ -37,6 +37,7 @@ def replying(func):
     @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         ctx = current()
+        liveness.started(self.request.id)
         try:
             result = func(self, ctx, *args, **kwargs)
         except SandboxError as e:
@@ -47,6 +48,8 @@ def replying(func):
             ctx.store.reply(self.request.id, jobs.encode_reply(
                 error=SandboxError(f"{self.name} failed: {type(e).__name__}: {e}")))
             return None
+        finally:
+            liveness.finished(self.request.id)
         ctx.store.reply(self.request.id, jobs.encode_reply(result))
         return result
 
