@@ -77,6 +77,7 @@ BUILTIN: dict[str, ImageSpec] = {
     "base": ImageSpec("base", IMAGES_DIR / "base" / "Dockerfile",
                       requirements=IMAGES_DIR / "base" / "requirements.txt", needs_rootfs=True),
     "filesystem": _type("filesystem", ("nodejs",), "filesystem"),
+    "browser": _type("browser", ("nodejs", "chromium"), "playwright"),
 }
 
 

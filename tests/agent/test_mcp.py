@@ -154,3 +154,18 @@ def _server_pids(agent) -> list[int]:
         if int(ppid) == agent.proc.pid and state != "Z" and str(SERVER).encode() in args:
             pids.append(int(entry))
     return pids
+
+
+def test_unset_optional_arguments_from_sdk_wrappers_are_left_out():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "images" / "agent"))
+    from sandbox_agent.mcp import _drop_unset
+
+    tool = {"inputSchema": {"type": "object", "required": ["text"], "properties": {
+        "time": {"type": "number"}, "text": {"type": "string"}, "textGone": {"type": "string"},
+        "maybe": {"type": ["string", "null"]}, "flag": {"type": "boolean"}}}}
+    # browser_wait_for(text=...) sends the other keywords as null; take_screenshot sends "".
+    assert _drop_unset(tool, {"time": None, "text": "x", "textGone": None}) == {"text": "x"}
+    assert _drop_unset(tool, {"text": "", "textGone": ""}) == {"text": ""}  # required: as sent
+    assert _drop_unset(tool, {"text": None, "maybe": None, "flag": False}) == {
+        "text": None, "maybe": None, "flag": False}
+    assert _drop_unset({}, {"anything": None}) == {"anything": None}  # no schema: as sent

@@ -205,6 +205,39 @@ def _dump_result(result: dict[str, Any]) -> dict[str, Any]:
     return dumped
 
 
+def _allows_null(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return True  # nothing said: let the server judge
+    kind = schema.get("type")
+    if kind is None and not any(k in schema for k in ("anyOf", "oneOf")):
+        return True
+    if kind == "null" or (isinstance(kind, list) and "null" in kind) or schema.get("nullable"):
+        return True
+    return any(_allows_null(s) for k in ("anyOf", "oneOf") for s in schema.get(k) or [])
+
+
+def _drop_unset(tool: Mapping[str, Any], arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Leave out the optional arguments the SDK's wrappers send for "not given".
+
+    Those wrappers send every keyword: unset numbers as null (``browser_wait_for(text=...)``
+    sends ``"time": null``) and unset strings as ``""`` (``browser_take_screenshot()`` sends
+    ``"filename": ""``). A zod schema refuses null for an optional field, and the browser server
+    takes ``""`` as a file name and fails on its output folder, so the calls would fail although
+    the caller left the fields out. Only optional fields are left out, and null only where the
+    schema has no null; required arguments are passed on as sent.
+    """
+    schema = tool.get("inputSchema") or {}
+    properties = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    kept = {}
+    for key, value in arguments.items():
+        if key not in required and key in properties and (
+                (value is None and not _allows_null(properties[key])) or value == ""):
+            continue
+        kept[key] = value
+    return kept
+
+
 def _json_schema(tool: Mapping[str, Any]) -> dict[str, Any]:
     schema = tool.get("inputSchema") or {}
     return {"name": tool["name"], "json_schema": {"type": "function", "function": {
@@ -289,8 +322,9 @@ class MCPManager:
             server = self._find(tool_name)
         if server is None:
             raise HTTPError(404, f"Tool '{tool_name}' not found.")
+        tool = next((t for t in server.tools if t["name"] == tool_name), {})
         try:
-            return _dump_result(server.call_tool(tool_name, arguments))
+            return _dump_result(server.call_tool(tool_name, _drop_unset(tool, arguments)))
         except MCPTimeout as exc:
             return call_tool_result([text_item(str(exc))], True)
         except MCPError as exc:
