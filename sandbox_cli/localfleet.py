@@ -82,6 +82,25 @@ class LocalFleet:
                 self.proc.wait()
         return self.proc.returncode if self.proc else 0
 
+    def pids(self, marker: str) -> list[int]:
+        """The fleet's parts (children of its server) whose command line contains ``marker``."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if marker in cmdline and self.proc and parent == self.proc.pid:
+                found.append(int(entry.name))
+        return found
+
+    def add_host(self, name: str, port_range: tuple[int, int], **settings: object) -> LocalHost:
+        """Another worker host (its own name, ports and queues) on the same Redis as this fleet."""
+        return LocalHost(self, name, port_range, **settings).start()
+
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
@@ -117,3 +136,49 @@ class LocalFleet:
                 return value
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}\n{self.tail()}")
+
+
+class LocalHost:
+    """A lifecycle and a calls worker for one more host, as an operator adds them: plain
+    ``celery -A sandbox_workers worker`` processes with their own settings."""
+
+    def __init__(self, fleet: LocalFleet, name: str, port_range: tuple[int, int],
+                 **settings: object) -> None:
+        values = {**fleet.values, "FLEET_HOST_NAME": name,
+                  "PORT_RANGE": f"[{port_range[0]},{port_range[1]}]",
+                  **{k: str(v) for k, v in settings.items()}}
+        if "REDIS_URL" not in values:
+            raise ValueError("an extra host needs the fleet to use a shared REDIS_URL")
+        self.name = name
+        self.config = fleet.config.parent / f"host-{name}.env"
+        self.config.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        self.log = fleet.config.parent / f"host-{name}.log"
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> LocalHost:
+        env = {**os.environ, "SANDBOX_FLEET_CONFIG": str(self.config)}
+        env.pop("REDIS_URL", None)
+        base = [sys.executable, "-m", "celery", "-A", "sandbox_workers", "worker", "--loglevel", "info",
+                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        with open(self.log, "ab") as log:
+            for role, queues in (("lifecycle", f"sandbox.create,host.{self.name}"),
+                                 ("calls", f"host.{self.name}.calls")):
+                self.procs.append(subprocess.Popen(
+                    [*base, "-Q", queues, "-n", f"{role}@{self.name}"], env=env, stdout=log,
+                    stderr=subprocess.STDOUT, cwd=self.config.parent))
+        deadline = time.monotonic() + 60
+        while self.log.read_text(errors="replace").count(" ready.") < 2:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"host {self.name} did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

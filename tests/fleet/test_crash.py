@@ -1,0 +1,117 @@
+"""kill -9 in the middle of a create, a release and a long tool call, and a Redis that comes back
+empty: no job is lost, no container leaks, the caller gets a clear error, records stay consistent.
+
+runtime-sandbox-server restarts the killed part, as a supervisor would.
+"""
+
+import io
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from tests.conftest import BASE_IMAGE
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+SLOW_IMAGE = "sandbox-fleet-test/slowstart:latest"
+#: Short periods so recovery is seen within a test's patience.
+FAST_RECOVERY = {"POOL_SIZE": 0, "FLEET_RECONCILE_INTERVAL": 2}
+
+
+def kill9(fleet, marker: str) -> int:
+    pids = fleet.pids(marker)
+    assert pids, f"no process {marker!r} in the fleet"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids[0]
+
+
+def stdout(result):
+    return [c["text"] for c in result["content"] if c.get("description") == "stdout"]
+
+
+def in_thread(func, *args):
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("result", func(*args)), daemon=True)
+    thread.start()
+    return thread, box
+
+
+@pytest.fixture(scope="module")
+def slow_image(docker_client):
+    """The base image with an agent that starts 8 s late: a create stays in flight long enough."""
+    dockerfile = (f"FROM {BASE_IMAGE}\n"
+                  'CMD ["sh", "-c", "sleep 8; exec python3 -m sandbox_agent"]\n').encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=SLOW_IMAGE, rm=True)
+    yield SLOW_IMAGE
+    docker_client.images.remove(SLOW_IMAGE, force=True)
+
+
+def test_worker_killed_during_a_long_call(make_fleet):
+    fleet = make_fleet(**FAST_RECOVERY)
+    name = fleet.data("create", {"sandbox_type": "base"})
+    call = {"identity": name, "tool_name": "run_shell_command", "arguments": {"command": "sleep 40"}}
+    thread, box = in_thread(fleet.post, "call_tool", call)
+    time.sleep(3)  # the worker has reported the job as running
+    started = time.monotonic()
+    kill9(fleet, "calls@")
+    thread.join(30)
+    response = box["result"]
+    assert time.monotonic() - started < 20  # told promptly, not at the 60 s timeout
+    assert response.status_code == 503
+    assert "died while running" in response.json()["detail"]
+    # the supervisor restarted the calls worker: the sandbox serves the next call
+    fleet.wait_for(lambda: fleet.post("call_tool", {**call, "arguments": {"command": "echo ok"}},
+                                      timeout=20).status_code == 200, timeout=60, what="calls again")
+    assert fleet.data("release", {"identity": name}) is True
+
+
+def test_worker_killed_during_a_create(make_fleet, docker_client, slow_image, tmp_path):
+    ext = tmp_path / "slow_ext.py"
+    ext.write_text("from sandbox_core.registry import SandboxRegistry\n"
+                   f"SandboxRegistry.register({slow_image!r}, sandbox_type='slowstart')\n")
+    fleet = make_fleet(extensions=[str(ext)], **FAST_RECOVERY)
+    thread, box = in_thread(fleet.post, "create", {"sandbox_type": "slowstart"})
+    fleet.wait_for(lambda: fleet.containers(docker_client), what="the container to exist")
+    time.sleep(3)  # mid-create: the agent is still starting, the worker has reported the job
+    kill9(fleet, "lifecycle@")
+    thread.join(60)
+    response = box["result"].json()
+    assert response["data"] is None and "died" in response["detail"]
+    # reconcile (in the restarted worker) closes the create: no container, no slot, no port
+    fleet.wait_for(lambda: not fleet.containers(docker_client), timeout=60, what="no leaked container")
+    fleet.wait_for(lambda: fleet.get("fleet/status").json()["live"] == 0, what="the slot back")
+    name = fleet.data("create", {"sandbox_type": "base"})  # and the host creates again
+    assert fleet.data("release", {"identity": name}) is True
+
+
+def test_worker_killed_around_a_release(make_fleet, docker_client):
+    fleet = make_fleet(**FAST_RECOVERY)
+    name = fleet.data("create", {"sandbox_type": "base"})
+    kill9(fleet, "lifecycle@")
+    assert fleet.data("release", {"identity": name}) is True  # answered at once all the same
+    assert fleet.data("get_info", {"identity": name})["state"] == "released"
+    fleet.wait_for(lambda: not fleet.containers(docker_client), timeout=60,
+                   what="the teardown to run after the restart")
+    assert fleet.get("fleet/status").json()["live"] == 0
+
+
+def test_redis_restarting_empty_is_survived(make_fleet, docker_client):
+    fleet = make_fleet(**FAST_RECOVERY)
+    name = fleet.data("create", {"sandbox_type": "base", "meta": {"session_ctx_id": "s1"}})
+    kill9(fleet, "redis-server")  # the supervisor starts it again, empty
+
+    def answers():
+        response = fleet.post("call_tool", {"identity": name, "tool_name": "run_shell_command",
+                                            "arguments": {"command": "echo again"}}, timeout=15)
+        return response.status_code == 200 and stdout(response.json()["data"]) == ["again\n"]
+
+    fleet.wait_for(answers, timeout=60, what="the sandbox to be adopted and answer")
+    info = fleet.data("get_info", {"identity": name})
+    assert info["state"] == "running" and info["container_name"] == name
+    assert len(fleet.containers(docker_client)) == 1
+    assert fleet.data("release", {"identity": name}) is True
+    fleet.wait_for(lambda: not fleet.containers(docker_client), what="release after adoption")
