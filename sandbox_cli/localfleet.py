@@ -126,6 +126,15 @@ class LocalFleet:
     # -- observing ---------------------------------------------------------------------------
 
     def containers(self, docker_client) -> list:
+        """This fleet's containers. docker-py inspects each one it lists, so a container removed
+        in between makes the listing fail: list again."""
+        import docker.errors
+
+        for _ in range(10):
+            try:
+                return docker_client.containers.list(all=True, filters={"name": self.prefix})
+            except docker.errors.NotFound:
+                time.sleep(0.05)
         return docker_client.containers.list(all=True, filters={"name": self.prefix})
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "condition"):

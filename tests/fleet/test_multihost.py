@@ -1,0 +1,98 @@
+"""Several worker hosts on one machine (own names, port ranges and queues), and two beats at once."""
+
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def stdout(result):
+    return [c["text"] for c in result["content"] if c.get("description") == "stdout"]
+
+
+def host_port(docker_client, name) -> int:
+    attrs = docker_client.containers.get(name).attrs
+    return int(attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"])
+
+
+@pytest.fixture
+def shared_redis(redis_url, raw_redis):
+    raw_redis.flushdb()
+    return {"REDIS_ENABLED": "true", "REDIS_URL": redis_url}
+
+
+def test_creates_spread_across_hosts_and_calls_go_to_the_owner(make_fleet, shared_redis, docker_client):
+    fleet = make_fleet(POOL_SIZE=0, FLEET_WORKER_CONCURRENCY=2, **shared_redis)
+    other_range = (int(fleet.values["PORT_RANGE"].strip("[]").split(",")[1]) + 1000,) * 2
+    other_range = (other_range[0], other_range[0] + 100)
+    other = fleet.add_host(f"{fleet.values['FLEET_HOST_NAME']}-b", other_range,
+                           FLEET_WORKER_CONCURRENCY=2)
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            names = list(pool.map(lambda _: fleet.data("create", {"sandbox_type": "base"}), range(12)))
+        assert None not in names and len(set(names)) == 12
+        infos = {name: fleet.data("get_info", {"identity": name}) for name in names}
+        hosts = {info["host"] for info in infos.values()}
+        assert hosts == {fleet.values["FLEET_HOST_NAME"], other.name}
+
+        ranges = {fleet.values["FLEET_HOST_NAME"]: tuple(
+            int(p) for p in fleet.values["PORT_RANGE"].strip("[]").split(",")), other.name: other_range}
+        ports = []
+        for name, info in infos.items():
+            port = host_port(docker_client, name)
+            start, end = ranges[info["host"]]
+            assert start <= port < end, f"{name} on {info['host']} got port {port}"
+            ports.append(port)
+            result = fleet.data("call_tool", {"identity": name, "tool_name": "run_shell_command",
+                                              "arguments": {"command": "echo $HOSTNAME"}})
+            assert stdout(result) == [docker_client.containers.get(name).attrs["Config"]["Hostname"] + "\n"]
+        assert len(set(ports)) == len(ports)
+
+        for name in names:
+            assert fleet.data("release", {"identity": name}) is True
+        fleet.wait_for(lambda: not fleet.containers(docker_client), what="teardowns on both hosts")
+    finally:
+        other.stop()
+
+
+def test_two_beats_refill_exactly_and_reap_once(make_fleet, shared_redis, docker_client):
+    fleet = make_fleet(POOL_SIZE=2, HEARTBEAT_TIMEOUT=3, **shared_redis)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "sandbox_workers", "beat", "--loglevel", "warning",
+         "-s", str(fleet.config.parent / "beat2-schedule")],
+        env={**__import__("os").environ, "SANDBOX_FLEET_CONFIG": str(fleet.config)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def pool_fill():
+            pool = fleet.get("fleet/status").json()["pools"]["base"]
+            return pool["warm"] + pool["starting"]
+
+        fleet.wait_for(lambda: fleet.get("fleet/status").json()["pools"]["base"]["warm"] == 2,
+                       what="a pool of 2")
+        claimed = [fleet.data("create_from_pool", {"sandbox_type": "base", "meta": {}})
+                   for _ in range(3)]
+        peak = 0
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            peak = max(peak, pool_fill())
+            time.sleep(0.05)
+        assert peak <= 2
+        fleet.wait_for(lambda: len(fleet.containers(docker_client)) == len(claimed) + 2,
+                       what="exactly two warm beside the claimed")
+
+        # A session idle past HEARTBEAT_TIMEOUT is recycled once, and restored once.
+        name = fleet.data("create", {"sandbox_type": "base", "meta": {"session_ctx_id": "idle"}})
+        fleet.wait_for(lambda: fleet.data("get_info", {"identity": name})["state"] == "recycled",
+                       timeout=30, what="recycling")
+        result = fleet.data("call_tool", {"identity": name, "tool_name": "run_shell_command",
+                                          "arguments": {"command": "echo back"}})
+        assert stdout(result) == ["back\n"]
+        assert len(fleet.data("get_session_mapping", {"session_ctx_id": "idle"})) == 1
+        assert len(fleet.containers(docker_client)) == len(claimed) + 2 + 1
+    finally:
+        beat.terminate()
+        beat.wait(20)
