@@ -78,6 +78,8 @@ BUILTIN: dict[str, ImageSpec] = {
                       requirements=IMAGES_DIR / "base" / "requirements.txt", needs_rootfs=True),
     "filesystem": _type("filesystem", ("nodejs",), "filesystem"),
     "browser": _type("browser", ("nodejs", "chromium"), "playwright"),
+    "gui": _type("gui", ("xvfb", "x11vnc", "twm", "xdotool", "python3-xlib", "python3-tk",
+                         "only:novnc"), "computer-use", npm=False),
 }
 
 

@@ -4,6 +4,9 @@
 #
 #   fetch-debs.sh PARENT_IMAGE DEST PACKAGE...
 #
+# A PACKAGE written only:NAME is downloaded alone, without its dependencies, into DEST/only/ (for an
+# image that takes files out of a package, e.g. novnc's static pages, without installing it).
+#
 # apt resolves the packages against the parent image's own dpkg status (read from the image), with a
 # private apt configuration that sees only Debian's bookworm, bookworm-updates and bookworm-security
 # (never the host's other sources, such as a nodesource nodejs), so DEST gets exactly the .debs the
@@ -20,7 +23,13 @@ set -euo pipefail
 [ $# -ge 3 ] || { echo "usage: $0 PARENT_IMAGE DEST PACKAGE..." >&2; exit 2; }
 PARENT=$1 DEST=$2
 shift 2
-PACKAGES=("$@")
+PACKAGES=() ONLY=()
+for arg in "$@"; do
+    case $arg in
+        only:*) ONLY+=("${arg#only:}") ;;
+        *) PACKAGES+=("$arg") ;;
+    esac
+done
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 CACHE=${SANDBOX_FLEET_CACHE:-${HOME:-/root}/.cache/sandbox-fleet}/apt
@@ -33,7 +42,7 @@ command -v apt-get >/dev/null || { log "apt-get is needed on the host"; exit 1; 
 [ -r "$KEYRING" ] || { log "$KEYRING is missing: apt-get install debian-archive-keyring"; exit 1; }
 
 parent_id=$(docker image inspect -f '{{.Id}}' "$PARENT")
-stamp="$(printf '%s\n' "$parent_id" "$MIRROR" "${PACKAGES[@]}" | sha256sum | cut -c1-16)"
+stamp="$(printf '%s\n' "$parent_id" "$MIRROR" "$@" | sha256sum | cut -c1-16)"
 if [ -f "$DEST/.stamp" ] && [ "$(cat "$DEST/.stamp")" = "$stamp" ]; then
     log "$(find "$DEST" -name '*.deb' | wc -l) .debs for ${PACKAGES[*]} are cached in $DEST"
     exit 0
@@ -90,5 +99,10 @@ while read -r _uri file; do
     ln "$CACHE/archives/$file" "$DEST/$file" 2>/dev/null || cp "$CACHE/archives/$file" "$DEST/$file"
     count=$((count + 1))
 done <<< "$uris"
+if [ ${#ONLY[@]} -gt 0 ]; then
+    mkdir -p "$DEST/only"
+    (cd "$DEST/only" && "${apt[@]}" download "${ONLY[@]}" >&2)
+    count=$((count + ${#ONLY[@]}))
+fi
 echo "$stamp" > "$DEST/.stamp"
 log "$count .debs in $DEST ($(du -sh "$DEST" | cut -f1))"

@@ -50,6 +50,7 @@ class App:
             "/workspace/entry": {"DELETE": self.remove},
             "/workspace/move": {"POST": self.move},
             "/workspace/mkdir": {"POST": self.mkdir},
+            "/websockify": {"GET": self.desktop_websocket},
         }
 
     def __call__(self, request: Request) -> Response:
@@ -58,6 +59,8 @@ class App:
         if path == PREFIX or path.startswith(PREFIX + "/"):
             path = path[len(PREFIX):] or "/"
         methods = self.routes.get(path)
+        if methods is None and path.startswith("/vnc/") and request.method in ("GET", "HEAD"):
+            methods = {request.method: self.desktop_file}
         if methods is None:
             raise HTTPError(404, "Not Found")
         handler = methods.get("GET" if request.method == "HEAD" else request.method)
@@ -240,6 +243,20 @@ class App:
 
     def mkdir(self, request: Request) -> Response:
         return json_response({"created": self._ws().mkdir(request.json().get("path"))})
+
+
+    # ---- desktop (gui images) ---------------------------------------------------------------------
+    def desktop_file(self, request: Request) -> Response:
+        from .desktop import static_file
+
+        path = request.path
+        subpath = path[path.index("/vnc/") + len("/vnc/"):]
+        return static_file(self.settings.novnc_dir, subpath)
+
+    def desktop_websocket(self, request: Request) -> Response:
+        from .desktop import websocket_bridge
+
+        return websocket_bridge(request, self.settings.vnc_port)
 
 
 def _required_str(body: dict[str, Any], key: str, message: str) -> str:

@@ -33,7 +33,9 @@ class Settings:
     ``tool_timeout`` is the default limit of one tool call: ``TOOL_TIMEOUT``, else the ``NGINX_TIMEOUT``
     that the upstream manager sets for the container, else 60 s. ``child_env`` is the environment of
     the processes the agent starts (shell, kernel, MCP servers): the agent's own minus its secret, so
-    a tool cannot print the token that drives the sandbox.
+    a tool cannot print the token that drives the sandbox. ``novnc_dir`` and ``vnc_port`` (the gui
+    image sets ``NOVNC_DIR`` and ``VNC_PORT``) turn on the desktop routes ``/vnc/*`` and
+    ``/websockify``.
     """
 
     def __init__(
@@ -50,6 +52,8 @@ class Settings:
         log_level: str = "INFO",
         mcp_config_paths: tuple[str, ...] = MCP_CONFIG_PATHS,
         child_env: Mapping[str, str] | None = None,
+        novnc_dir: str | None = None,
+        vnc_port: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -62,6 +66,8 @@ class Settings:
         self.log_level = log_level
         self.mcp_config_paths = mcp_config_paths
         self.child_env = dict(child_env or {})
+        self.novnc_dir = novnc_dir
+        self.vnc_port = vnc_port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -80,4 +86,6 @@ class Settings:
             mcp_config_paths=tuple(p for p in paths.split(os.pathsep) if p) if paths is not None
             else MCP_CONFIG_PATHS,
             child_env={k: v for k, v in env.items() if k != "SECRET_TOKEN"},
+            novnc_dir=env.get("NOVNC_DIR") or None,
+            vnc_port=int(env["VNC_PORT"]) if env.get("VNC_PORT") else None,
         )

@@ -123,6 +123,8 @@ class Response:
         self.content_type = content_type
         self.stream = stream
         self.length = length if stream is not None else len(body)
+        #: Set to take the connection over instead of answering (the desktop's WebSocket bridge).
+        self.hijack: Callable[[Handler], None] | None = None
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -195,6 +197,11 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug: answer JSON, never a traceback page
             log.exception("unhandled error on %s %s", self.command, url.path)
             response = json_response({"detail": f"Internal error: {exc.__class__.__name__}: {exc}"}, 500)
+        if response.hijack is not None:
+            self.close_connection = True
+            log.info("%s %s upgraded", self.command, url.path)
+            response.hijack(self)
+            return
         if not request.discard_body():
             self.close_connection = True
         self._send(response)
