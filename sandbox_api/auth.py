@@ -1,13 +1,22 @@
-"""Bearer-token auth, exactly as the agentscope-runtime server answers (401 bodies and header)."""
+"""Bearer-token auth, exactly as the agentscope-runtime server answers (401 bodies and header),
+compared in constant time, with failed attempts rate-limited per client address."""
 
 from __future__ import annotations
 
 import hmac
+import threading
+import time
 
 from flask import Flask, current_app, jsonify, request
 
+from sandbox_core.store import NS
+
 #: Paths anyone may reach, as upstream: health, the GUI desktop (it has its own token), docs.
 PUBLIC_PREFIXES = ("/health", "/desktop/", "/docs", "/openapi.json")
+WINDOW = 60
+
+_blocked: dict[str, float] = {}  # client address -> blocked until (this process)
+_blocked_lock = threading.Lock()
 
 
 def init_app(app: Flask) -> None:
@@ -15,20 +24,59 @@ def init_app(app: Flask) -> None:
 
 
 def _check_bearer():
-    token = current_app.config["SANDBOX_SETTINGS"].BEARER_TOKEN
+    settings = current_app.config["SANDBOX_SETTINGS"]
+    token = settings.BEARER_TOKEN
     if not token or request.path.startswith(PUBLIC_PREFIXES):
         return None
+    client = request.remote_addr or "unknown"
+    if _is_blocked(client):
+        return _too_many()
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
         return _unauthorized("Authentication required")
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        if _count_failure(client, settings.FLEET_AUTH_FAILURES_PER_MINUTE):
+            return _too_many()
         return _unauthorized("Invalid authentication credentials")
     return None
+
+
+def _count_failure(client: str, limit: int) -> bool:
+    """Count a wrong token across every API process; True once the client is over the limit."""
+    if not limit:
+        return False
+    redis = current_app.extensions["sandbox_fleet"].store.redis
+    key = f"{NS}authfail:{client}"
+    failures, _ = redis.pipeline().incr(key).expire(key, WINDOW, nx=True).execute()
+    if failures <= limit:
+        return False
+    with _blocked_lock:
+        _blocked[client] = time.monotonic() + WINDOW
+    return True
+
+
+def _is_blocked(client: str) -> bool:
+    with _blocked_lock:
+        until = _blocked.get(client)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del _blocked[client]
+            return False
+        return True
 
 
 def _unauthorized(detail: str):
     response = jsonify(detail=detail)
     response.status_code = 401
     response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _too_many():
+    response = jsonify(detail=f"too many failed authentications from this address; "
+                              f"try again in {WINDOW} seconds")
+    response.status_code = 429
+    response.headers["Retry-After"] = str(WINDOW)
     return response

@@ -239,6 +239,9 @@ class Settings:
     FLEET_RECONCILE_INTERVAL: int = _setting(
         60, _non_negative_int, "seconds between reconciles of a host (also run at start); 0 = start only",
         fleet=True)
+    FLEET_AUTH_FAILURES_PER_MINUTE: int = _setting(
+        20, _non_negative_int, "wrong tokens a client address may send a minute before 429; 0 = no limit",
+        fleet=True)
     FLEET_MAX_BODY_MB: int = _setting(
         64, _positive_int, "largest request body (file uploads) the API accepts, MiB", fleet=True)
 

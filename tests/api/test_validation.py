@@ -110,3 +110,23 @@ def test_failed_create_is_200_null_so_the_sdk_raises(client, store):
     assert response.json["data"] is None
     assert "MAX_SANDBOX_INSTANCES" in response.json["detail"]
     assert store.live_count() == 1
+
+
+def test_failed_auth_is_rate_limited_per_address(settings, store):
+    from sandbox_api import auth
+
+    auth._blocked.clear()
+    app = create_app(settings.replace(BEARER_TOKEN=TOKEN, FLEET_AUTH_FAILURES_PER_MINUTE=5),
+                     extensions=[])
+    client = app.test_client()
+    codes = [client.post("/list_session_keys", json={},
+                         headers={"Authorization": f"Bearer guess{i}"}).status_code for i in range(7)]
+    assert codes == [401] * 5 + [429] * 2
+    # once blocked, even the right token is not looked at from that address
+    response = client.post("/list_session_keys", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "60"
+    other = client.post("/list_session_keys", json={}, headers={"Authorization": f"Bearer {TOKEN}"},
+                        environ_base={"REMOTE_ADDR": "10.9.9.9"})
+    assert other.status_code == 200
+    auth._blocked.clear()
