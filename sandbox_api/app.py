@@ -21,7 +21,7 @@ from sandbox_core.registry import load_extensions
 from sandbox_core.settings import Settings, extensions_from_env, load_settings
 from sandbox_core.store import Store
 
-from . import auth, proxy, rpc
+from . import auth, desktop, proxy, rpc
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
     auth.init_app(app)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(proxy.bp)
+    app.register_blueprint(desktop.bp)
     app.add_url_rule("/health", "health", _health)
     app.add_url_rule("/fleet/status", "fleet_status", _status)
     _register_error_handlers(app)
