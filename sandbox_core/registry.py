@@ -143,8 +143,40 @@ def load_extensions(settings: Settings, extensions: Iterable[str]) -> None:
             raise
         except Exception as e:  # an extension is user code: say which one failed and why
             raise SettingsError(f"--extension {ext} failed to load: {type(e).__name__}: {e}") from e
+        _adopt_agentscope_types()
     for name in settings.DEFAULT_SANDBOX_TYPE:
         try:
             get_spec(settings, name)
         except BadRequest as e:  # a pooled type nobody registered stops start-up
             raise SettingsError(f"DEFAULT_SANDBOX_TYPE: {e.detail}") from None
+
+
+def _adopt_agentscope_types() -> None:
+    """Take in the types an extension registered with agentscope-runtime's own registry.
+
+    An extension written for agentscope-runtime imports ``agentscope_runtime.sandbox.registry``
+    and registers there; when it has (the module is loaded), each type whose class the extension
+    defined (not agentscope-runtime's own) becomes a SandboxSpec here. Nothing is imported when no
+    extension used that package.
+    """
+    upstream = sys.modules.get("agentscope_runtime.sandbox.registry")
+    if upstream is None:
+        return
+    for sandbox_type, target in list(getattr(upstream.SandboxRegistry, "_type_registry", {}).items()):
+        name = str(getattr(sandbox_type, "value", sandbox_type))
+        if getattr(target, "__module__", "").startswith("agentscope_runtime.") or \
+                base_type(name) in BUILTIN_TYPES or name in SandboxRegistry._custom:
+            continue
+        config = upstream.SandboxRegistry.get_config_by_type(sandbox_type)
+        if config is None:
+            continue
+        limits = dict(config.resource_limits or {})
+        runtime_config = dict(config.runtime_config or {})
+        if "memory" in limits:  # derived by SandboxConfig from resource_limits; we derive it too
+            runtime_config.pop("mem_limit", None)
+        if "cpu" in limits:
+            runtime_config.pop("nano_cpus", None)
+        SandboxRegistry.register(config.image_name, sandbox_type=name, resource_limits=limits,
+                                 security_level=config.security_level, timeout=config.timeout,
+                                 description=config.description, environment=config.environment,
+                                 runtime_config=runtime_config)
