@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import subprocess
 import threading
 
 import docker
@@ -13,7 +15,7 @@ from docker.errors import NotFound as DockerNotFound
 
 from sandbox_core.errors import BackendError, BadRequest, SettingsError
 
-from .base import Backend, Container, ContainerSpec
+from .base import LABEL_FLEET, Backend, Container, ContainerSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class DockerBackend(Backend):
             raise SettingsError(f"CONTAINER_DEPLOYMENT={self.name}: cannot reach Docker: {e}") from e
         self._capabilities: dict[str, list[str]] = {}
         self._lock = threading.Lock()
+        self.network = self._ensure_network()
 
     def create(self, spec: ContainerSpec) -> Container:
         volumes = {}
@@ -48,6 +51,7 @@ class DockerBackend(Backend):
         for host_path, container_path in spec.readonly_mounts.items():
             volumes[os.path.abspath(host_path)] = {"bind": container_path, "mode": "ro"}
         options = {
+            "network": self.network,
             "security_opt": ["no-new-privileges"],
             "cap_drop": ["ALL"],
             "cap_add": self._capabilities_for(spec.image),
@@ -126,6 +130,13 @@ class DockerBackend(Backend):
         self._call(self.client.api.stop, container_id, timeout=timeout)
 
     def close(self) -> None:
+        """Remove the fleet's network if no sandbox is attached any more (another worker of the
+        fleet may still use it: then Docker refuses, and that is fine)."""
+        try:
+            self.client.networks.get(self.network).remove()
+            _guard_host(self.network.replace("sandbox-fleet-", "sf-"), remove=True)
+        except DockerException:
+            pass
         self.client.close()
 
     # -- helpers -----------------------------------------------------------------------------
@@ -151,6 +162,30 @@ class DockerBackend(Backend):
                     caps = COMPAT_CAPABILITIES
                 self._capabilities[image] = caps
             return self._capabilities[image]
+
+    def _ensure_network(self) -> str:
+        """The fleet's own bridge: sandboxes on it cannot reach each other (inter-container traffic
+        off) nor open connections to the host itself (an INPUT rule on its interface); they still
+        reach the outside world, and their published ports still work."""
+        digest = hashlib.sha1(self.settings.CONTAINER_PREFIX_KEY.encode()).hexdigest()[:10]
+        name, bridge = f"sandbox-fleet-{digest}", f"sf-{digest}"
+        try:
+            self.client.networks.get(name)
+        except DockerNotFound:
+            try:
+                self.client.networks.create(
+                    name, driver="bridge", check_duplicate=True,
+                    options={"com.docker.network.bridge.enable_icc": "false",
+                             "com.docker.network.bridge.name": bridge},
+                    labels={LABEL_FLEET: self.settings.CONTAINER_PREFIX_KEY})
+            except APIError as e:
+                try:  # another worker of this host may have made it at the same moment
+                    self.client.networks.get(name)
+                except DockerNotFound:
+                    raise SettingsError(
+                        f"cannot create the sandbox network {name}: {_explain(e)}") from e
+        _guard_host(bridge)
+        return name
 
     def _remove_by_name(self, name: str) -> None:
         """A failed run may have created the container anyway: never leave it behind."""
@@ -187,6 +222,22 @@ class GVisorBackend(DockerBackend):
         It is a capability inside gVisor's own kernel, not the host's."""
         caps = super()._capabilities_for(image)
         return caps if "NET_BIND_SERVICE" in caps else [*caps, "NET_BIND_SERVICE"]
+
+
+def _guard_host(bridge: str, remove: bool = False) -> None:
+    """Drop new connections from the sandbox bridge to the host itself. One rule, so workers that
+    add it at the same moment cannot get an order wrong; replies to the host's own connections
+    (the published ports' proxy) are not new and pass. Idempotent."""
+    rule = ["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP"]
+    try:
+        if remove:
+            while subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
+                pass  # a race may have added it twice
+        elif subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode != 0:
+            subprocess.run(["iptables", "-I", *rule], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        log.warning("cannot manage iptables rule %s (%s): sandboxes on %s can reach services "
+                    "listening on the host's bridge address", " ".join(rule), e, bridge)
 
 
 def _explain(error: DockerException) -> str:

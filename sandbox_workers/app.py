@@ -100,6 +100,7 @@ class HostStartup(bootsteps.StartStopStep):
         if self.heartbeat:
             self.heartbeat.stop()
         current().agent.close()
+        current().backend.close()
 
 
 app.steps["worker"].add(HostStartup)
