@@ -16,7 +16,7 @@ from .base import Backend, Container, ContainerSpec
 KNOWN_BACKENDS = {
     "docker": ("backends.docker:DockerBackend", None),
     "gvisor": ("backends.docker:GVisorBackend", None),
-    "boxlite": (None, "the BoxLite backend is not built yet (planned, see docs/backends.md)"),
+    "boxlite": ("backends.boxlite:BoxLiteBackend", None),
     "k8s": (None, "the Kubernetes backend is not built yet (planned, see docs/backends.md)"),
     "agentrun": (None, "the AgentRun cloud backend is not built yet"),
     "fc": (None, "the Function Compute cloud backend is not built yet"),

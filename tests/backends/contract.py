@@ -8,10 +8,12 @@ A subclass sets ``deployment`` (a ``CONTAINER_DEPLOYMENT`` value) and may overri
 
 - ``unavailable()``: why the backend cannot be built here (the class is skipped, or failed under CI
   when ``required()`` says it must work);
+- ``make_backend(settings, workdir)``: the backend (e.g. with its state under the test's folder);
 - ``cannot_boot(error)``: for a create that failed, why the host cannot run a sandbox at all (the
-  tests that need a running sandbox skip with that reason instead of failing);
+  tests that need a running sandbox skip with that reason instead of failing; after the first such
+  failure the others skip at once);
 - ``limits_of(backend, container_id)``: the memory (bytes) and CPUs the runtime applied, where the
-  backend can report them.
+  backend can report them, and ``cpus_applied(requested)`` when it rounds them.
 """
 
 from __future__ import annotations
@@ -119,6 +121,28 @@ class BackendContract:
         """(memory in bytes, CPUs) the runtime applied to the sandbox."""
         raise NotImplementedError
 
+    def cpus_applied(self, requested: float) -> float:
+        """The CPUs a backend gives for ``requested`` (BoxLite: whole vCPUs)."""
+        return requested
+
+    #: Set (on the subclass) by the first create that ``cannot_boot`` explained: the reason, and
+    #: the spec and error of that create (for a backend's own tests of that failure).
+    boot_failure: str | None = None
+    boot_error: tuple[ContainerSpec, SandboxError] | None = None
+
+    def _create_or_skip(self, backend: Backend, spec: ContainerSpec) -> Container:
+        if type(self).boot_failure:
+            pytest.skip(type(self).boot_failure)
+        try:
+            return backend.create(spec)
+        except SandboxError as e:
+            reason = self.cannot_boot(e)
+            if reason:
+                type(self).boot_failure = reason
+                type(self).boot_error = (spec, e)
+                pytest.skip(reason)
+            raise
+
     # -- fixtures ----------------------------------------------------------------------------
 
     @pytest.fixture(scope="class")
@@ -142,7 +166,7 @@ class BackendContract:
             "FLEET_HOST_NAME": "contract-host",
             "DEFAULT_MOUNT_DIR": str(workdir / "mounts"),
         })
-        backend = self.make_backend(settings)
+        backend = self.make_backend(settings, workdir)
         yield backend
         leaked = backend.list({LABEL_FLEET: prefix})
         for container in leaked:
@@ -150,7 +174,7 @@ class BackendContract:
         backend.close()
         assert not leaked, f"sandboxes left behind by the tests: {[c.name for c in leaked]}"
 
-    def make_backend(self, settings) -> Backend:
+    def make_backend(self, settings, workdir: Path) -> Backend:
         return backend_class(self.deployment)(settings)
 
     @pytest.fixture
@@ -178,13 +202,7 @@ class BackendContract:
 
         def start(spec: ContainerSpec | None = None, wait: bool = True) -> Sandbox:
             spec = spec or make_spec()
-            try:
-                container = backend.create(spec)
-            except SandboxError as e:
-                reason = self.cannot_boot(e)
-                if reason:
-                    pytest.skip(reason)
-                raise
+            container = self._create_or_skip(backend, spec)
             made.append(container.id)
             sandbox = Sandbox(spec, container)
             if wait:
@@ -209,13 +227,7 @@ class BackendContract:
                     LABEL_NAME: name},
             workspace=str(workdir / "mounts" / name),
             readonly_mounts={str(readonly): "/mnt/given"})
-        try:
-            container = backend.create(spec)
-        except SandboxError as e:
-            reason = self.cannot_boot(e)
-            if reason:
-                pytest.skip(reason)
-            raise
+        container = self._create_or_skip(backend, spec)
         sandbox = Sandbox(spec, container)
         try:
             sandbox.wait_ready(self.ready_timeout)
@@ -323,10 +335,10 @@ class BackendContract:
     def test_resource_limits_are_applied(self, backend, start, make_spec):
         if not self.supports_resource_limits:
             pytest.skip(f"{self.deployment} does not apply ContainerSpec memory/cpus")
-        sandbox = start(make_spec(memory="256m", cpus=0.5))
+        sandbox = start(make_spec(memory="256m", cpus=1.5))
         memory, cpus = self.limits_of(backend, sandbox.container.id)
         assert memory == 256 * 1024 * 1024
-        assert cpus == pytest.approx(0.5)
+        assert cpus == pytest.approx(self.cpus_applied(1.5))
 
 
 def cgroup_limits(sandbox: Sandbox) -> tuple[int | None, float | None]:
