@@ -1,6 +1,13 @@
 """Measure a built sandbox image: size, start-up, idle memory, first IPython cell.
 
     python3 images/measure.py [IMAGE] [--runs 10]
+    python3 images/measure.py agentscope/runtime-sandbox-browser:latest --runs 3 --types-only \
+        --call browser_navigate '{"url": "about:blank"}'
+
+``--types-only`` skips the agent's own figures (start-up variants, IPython, shell) and measures a
+type's MCP servers instead: the first ``list_tools`` (which starts them) and memory after it, and
+after one ``--call`` (e.g. a navigation, which starts chromium). Containers run as the fleet runs
+them: all capabilities dropped but those of the image's ``io.sandbox-fleet.capabilities`` label.
 
 Needs only the standard library and the docker CLI. Every container it starts is published on
 127.0.0.1 only and removed at the end. The figures in docs/images.md come from this script.
@@ -38,7 +45,12 @@ def request(port: int, method: str, path: str, body: dict | None = None,
 def start(image: str) -> tuple[str, int, float]:
     """``docker run -d`` until the first healthz answer: (container, port, seconds)."""
     began = time.monotonic()
-    cid = docker("run", "-d", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={TOKEN}", image)
+    labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", image) or "null") or {}
+    caps = labels.get("io.sandbox-fleet.capabilities")
+    options = ["--security-opt", "no-new-privileges"]
+    if caps is not None:
+        options += ["--cap-drop", "ALL", *(f"--cap-add={c}" for c in caps.split(",") if c)]
+    cid = docker("run", "-d", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={TOKEN}", *options, image)
     port = int(docker("port", cid, "80/tcp").split()[0].rsplit(":", 1)[1])
     while True:
         try:
@@ -93,6 +105,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("image", nargs="?", default="agentscope/runtime-sandbox-base:latest")
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--types-only", action="store_true",
+                        help="measure the MCP servers instead of the agent's own figures")
+    parser.add_argument("--call", nargs=2, metavar=("TOOL", "JSON"),
+                        help="with --types-only: one tool call to measure after list_tools")
     args = parser.parse_args()
     image = args.image
 
@@ -113,6 +129,9 @@ def main() -> None:
         idle = memory(cid)
         print("idle: docker stats {docker_stats}; RSS {rss_mib:.1f} MiB, PSS {pss_mib:.1f} MiB "
               "(all processes); cgroup usage {cgroup_mib:.1f} MiB".format(**idle))
+        if args.types_only:
+            measure_tools(port, cid, args.call)
+            return
 
         for variant in (["python3", "-m", "sandbox_agent"], ["python3", "-S", "-m", "sandbox_agent"],
                         ["python3", "-X", "frozen_modules=on", "-m", "sandbox_agent"],
@@ -145,6 +164,27 @@ def main() -> None:
         print(f"run_shell_command `true`: {per_call:.1f} ms per call (new connection each)")
     finally:
         docker("rm", "-f", cid)
+
+
+def measure_tools(port: int, cid: str, call: list[str] | None) -> None:
+    began = time.monotonic()
+    status, body = request(port, "GET", "/fastapi/mcp/list_tools")
+    assert status == 200, body
+    groups = {name: len(tools) for name, tools in json.loads(body).items()}
+    print(f"first list_tools (starts the MCP servers): {(time.monotonic() - began) * 1000:.0f} ms, "
+          f"{groups}")
+    time.sleep(2)
+    print("after list_tools: docker stats {docker_stats}; RSS {rss_mib:.1f} MiB, PSS {pss_mib:.1f} "
+          "MiB; cgroup usage {cgroup_mib:.1f} MiB".format(**memory(cid)))
+    if call:
+        began = time.monotonic()
+        status, body = request(port, "POST", "/fastapi/mcp/call_tool",
+                               {"tool_name": call[0], "arguments": json.loads(call[1])})
+        assert status == 200 and not json.loads(body).get("isError"), body
+        print(f"first {call[0]}: {(time.monotonic() - began) * 1000:.0f} ms")
+        time.sleep(2)
+        print("after it: docker stats {docker_stats}; RSS {rss_mib:.1f} MiB, PSS {pss_mib:.1f} MiB; "
+              "cgroup usage {cgroup_mib:.1f} MiB".format(**memory(cid)))
 
 
 if __name__ == "__main__":
