@@ -7,18 +7,41 @@ each other's sandboxes, and stops it with SIGTERM as an operator would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import requests
+
+
+@contextlib.contextmanager
+def private_redis(folder: Path) -> Iterator[str]:
+    """A redis-server on a unix socket in ``folder`` for as long as the block runs; yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed (scripts/setup installs it)")
+    sock = folder / "redis.sock"
+    proc = subprocess.Popen([server, "--port", "0", "--unixsocket", str(sock), "--save", "",
+                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def free_port() -> int:
@@ -182,7 +205,20 @@ class LocalHost:
             time.sleep(0.1)
         return self
 
-    def stop(self) -> None:
+    def stop(self, drain: bool = True) -> None:
+        """Release this host's sandboxes (as runtime-sandbox-server does with AUTO_CLEANUP), then
+        stop its workers."""
+        if drain:
+            from sandbox_core.celery_app import make_celery
+            from sandbox_core.fleet import Fleet
+            from sandbox_core.jobs import JobClient
+            from sandbox_core.settings import load_settings
+            from sandbox_core.store import Store
+
+            settings = load_settings(str(self.config), environ={})
+            store = Store.connect(settings)
+            Fleet(settings, store, JobClient(make_celery(settings), store)).drain(
+                self.name, 60, lambda: all(p.poll() is None for p in self.procs))
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()

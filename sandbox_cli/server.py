@@ -228,18 +228,12 @@ class Supervisor:
         store = Store.connect(self.settings)
         fleet = Fleet(self.settings, store, JobClient(make_celery(self.settings), store))
         host = self.settings.FLEET_HOST_NAME
-        log.info("AUTO_CLEANUP: releasing %d sandboxes of host %s", fleet.cleanup(host), host)
-        deadline = time.monotonic() + CLEANUP_WAIT
         worker = self.children.get("worker-lifecycle")
-        while store.host_names(host) and time.monotonic() < deadline:
-            if worker is None or worker.poll() is not None:
-                break
-            time.sleep(0.2)
-            fleet.cleanup(host)  # creates that were already queued finish, then go too
-        left = store.host_names(host)
+        log.info("AUTO_CLEANUP: releasing the sandboxes of host %s", host)
+        left = fleet.drain(host, CLEANUP_WAIT, lambda: worker is not None and worker.poll() is None)
         if left:
             log.warning("AUTO_CLEANUP: %d sandboxes not torn down in time; the next start's "
-                        "reconcile removes them", len(left))
+                        "reconcile removes them", left)
 
 
 def _connect_host(host: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import jobs
@@ -164,6 +165,16 @@ class Fleet:
                 self.release(name)
                 count += 1
         return count
+
+    def drain(self, host: str, timeout: float, workers_alive: Callable[[], bool] = lambda: True) -> int:
+        """Release every sandbox of a host and wait until its workers tore them down (creates that
+        were already queued finish first, then go too). Returns how many are left."""
+        deadline = time.monotonic() + timeout
+        self.cleanup(host)
+        while self.store.host_names(host) and time.monotonic() < deadline and workers_alive():
+            time.sleep(0.2)
+            self.cleanup(host)
+        return len(self.store.host_names(host))
 
     def status(self) -> dict:
         """What an operator wants at a glance: pools, live sandboxes, the cap."""

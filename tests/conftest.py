@@ -8,15 +8,13 @@ SANDBOX_FLEET_REQUIRE_DOCKER=1), where a missing engine or image is a failure, n
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from sandbox_cli.localfleet import LocalFleet as Fleet
+from sandbox_cli.localfleet import private_redis
 from sandbox_core.settings import parse_settings
 from sandbox_core.store import Store
 
@@ -28,21 +26,8 @@ REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQU
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
     """A private redis-server on a unix socket for the whole test session."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
-    folder = tmp_path_factory.mktemp("redis")
-    sock = folder / "redis.sock"
-    proc = subprocess.Popen([server, "--port", "0", "--unixsocket", str(sock), "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)],
-                            stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.02)
-    yield f"unix://{sock}"
-    proc.terminate()
-    proc.wait(10)
+    with private_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture
