@@ -28,6 +28,7 @@ class ContainerSpec:
     memory: str | None = None  # e.g. "512m"
     cpus: float | None = None
     runtime_config: dict = field(default_factory=dict)
+    egress: str = "open"  # or "none": no connection off the host
 
 
 @dataclass

@@ -41,7 +41,9 @@ class DockerBackend(Backend):
             raise SettingsError(f"CONTAINER_DEPLOYMENT={self.name}: cannot reach Docker: {e}") from e
         self._capabilities: dict[str, list[str]] = {}
         self._lock = threading.Lock()
-        self.network = self._ensure_network()
+        self._digest = hashlib.sha1(self.settings.CONTAINER_PREFIX_KEY.encode()).hexdigest()[:10]
+        self.networks: dict[str, str] = {}  # egress mode -> the fleet's network for it
+        self._network_for("open")  # guard the host from the start
 
     def create(self, spec: ContainerSpec) -> Container:
         volumes = {}
@@ -51,7 +53,7 @@ class DockerBackend(Backend):
         for host_path, container_path in spec.readonly_mounts.items():
             volumes[os.path.abspath(host_path)] = {"bind": container_path, "mode": "ro"}
         options = {
-            "network": self.network,
+            "network": self._network_for(spec.egress),
             "security_opt": ["no-new-privileges"],
             "cap_drop": ["ALL"],
             "cap_add": self._capabilities_for(spec.image),
@@ -130,13 +132,17 @@ class DockerBackend(Backend):
         self._call(self.client.api.stop, container_id, timeout=timeout)
 
     def close(self) -> None:
-        """Remove the fleet's network if no sandbox is attached any more (another worker of the
-        fleet may still use it: then Docker refuses, and that is fine)."""
-        try:
-            self.client.networks.get(self.network).remove()
-            _guard_host(self.network.replace("sandbox-fleet-", "sf-"), remove=True)
-        except DockerException:
-            pass
+        """Remove the fleet's networks that no sandbox is attached to any more (another worker of
+        the fleet may still use one: then Docker refuses, and that is fine)."""
+        for egress, name in self.networks.items():
+            try:
+                self.client.networks.get(name).remove()
+            except DockerException:
+                continue
+            bridge = self._bridge(egress)
+            _iptables(_host_guard(bridge), remove=True)
+            if egress == "none":
+                _iptables(_egress_block(bridge), remove=True)
         self.client.close()
 
     # -- helpers -----------------------------------------------------------------------------
@@ -163,12 +169,21 @@ class DockerBackend(Backend):
                 self._capabilities[image] = caps
             return self._capabilities[image]
 
-    def _ensure_network(self) -> str:
-        """The fleet's own bridge: sandboxes on it cannot reach each other (inter-container traffic
-        off) nor open connections to the host itself (an INPUT rule on its interface); they still
-        reach the outside world, and their published ports still work."""
-        digest = hashlib.sha1(self.settings.CONTAINER_PREFIX_KEY.encode()).hexdigest()[:10]
-        name, bridge = f"sandbox-fleet-{digest}", f"sf-{digest}"
+    def _bridge(self, egress: str) -> str:
+        return f"sf{'x' if egress == 'none' else ''}-{self._digest}"  # at most 15 characters
+
+    def _network_for(self, egress: str) -> str:
+        """The fleet's bridge for an egress mode, made by whichever worker needs it first.
+
+        On every one, sandboxes cannot reach each other (inter-container traffic off) nor open
+        connections to the host itself (an INPUT rule); their published ports still work. On the
+        ``none`` one, nothing they send is forwarded off the host either (a DOCKER-USER rule);
+        without that rule no sandbox is started there."""
+        with self._lock:
+            if egress in self.networks:
+                return self.networks[egress]
+        name = f"sandbox-fleet-{self._digest}{'-x' if egress == 'none' else ''}"
+        bridge = self._bridge(egress)
         try:
             self.client.networks.get(name)
         except DockerNotFound:
@@ -182,9 +197,15 @@ class DockerBackend(Backend):
                 try:  # another worker of this host may have made it at the same moment
                     self.client.networks.get(name)
                 except DockerNotFound:
-                    raise SettingsError(
-                        f"cannot create the sandbox network {name}: {_explain(e)}") from e
-        _guard_host(bridge)
+                    raise BackendError(f"cannot create the sandbox network {name}: {_explain(e)}") from e
+        if not _iptables(_host_guard(bridge)):
+            log.warning("sandboxes on %s can reach services listening on the host's bridge address",
+                        bridge)
+        if egress == "none" and not _iptables(_egress_block(bridge)):
+            raise BackendError(f"cannot block egress on {bridge} (iptables DOCKER-USER); refusing to "
+                               "start a sandbox of a type that asks for egress none")
+        with self._lock:
+            self.networks[egress] = name
         return name
 
     def _remove_by_name(self, name: str) -> None:
@@ -224,11 +245,21 @@ class GVisorBackend(DockerBackend):
         return caps if "NET_BIND_SERVICE" in caps else [*caps, "NET_BIND_SERVICE"]
 
 
-def _guard_host(bridge: str, remove: bool = False) -> None:
-    """Drop new connections from the sandbox bridge to the host itself. One rule, so workers that
-    add it at the same moment cannot get an order wrong; replies to the host's own connections
-    (the published ports' proxy) are not new and pass. Idempotent."""
-    rule = ["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP"]
+def _host_guard(bridge: str) -> list[str]:
+    """Drop new connections from a sandbox bridge to the host itself. One rule, so workers adding
+    it at the same moment cannot get an order wrong; replies to the host's own connections (the
+    published ports' proxy) are not new and pass."""
+    return ["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP"]
+
+
+def _egress_block(bridge: str) -> list[str]:
+    """Drop everything a sandbox bridge would have forwarded off the host (Docker's chain for
+    user rules, evaluated before its own accept rules)."""
+    return ["DOCKER-USER", "-i", bridge, "-j", "DROP"]
+
+
+def _iptables(rule: list[str], remove: bool = False) -> bool:
+    """Add (or remove every copy of) a rule, idempotently; False if iptables refused."""
     try:
         if remove:
             while subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
@@ -236,8 +267,9 @@ def _guard_host(bridge: str, remove: bool = False) -> None:
         elif subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode != 0:
             subprocess.run(["iptables", "-I", *rule], capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
-        log.warning("cannot manage iptables rule %s (%s): sandboxes on %s can reach services "
-                    "listening on the host's bridge address", " ".join(rule), e, bridge)
+        log.warning("iptables %s %s failed: %s", "-D" if remove else "-I", " ".join(rule), e)
+        return False
+    return True
 
 
 def _explain(error: DockerException) -> str:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 #: Types whose image is ``runtime-sandbox-<type>`` under the configured registry/namespace/tag.
 BUILTIN_TYPES = ("base", "filesystem", "browser", "gui", "mobile")
+EGRESS = ("open", "none")
 #: The SDK's async classes ask for ``<type>_async``; they are the same sandbox.
 ASYNC_SUFFIX = "_async"
 
@@ -43,6 +44,8 @@ class SandboxSpec:
     description: str = ""
     environment: dict[str, str] = field(default_factory=dict)
     runtime_config: dict[str, Any] = field(default_factory=dict)
+    #: "open" (the default, as upstream) or "none": the sandbox can open no connection off its host.
+    egress: str = "open"
 
 
 class SandboxRegistry:
@@ -62,11 +65,17 @@ class SandboxRegistry:
         description: str = "",
         environment: dict | None = None,
         runtime_config: dict | None = None,
+        egress: str = "open",
     ):
-        """Register a type; usable as a class decorator (upstream) or called on its own."""
+        """Register a type; usable as a class decorator (upstream) or called on its own.
+
+        ``egress`` is sandbox-fleet's own: ``"none"`` keeps the type's sandboxes from opening any
+        connection off their host (their tools still answer through the fleet)."""
         name = str(getattr(sandbox_type, "value", sandbox_type) or "").strip()
         if not name:
             raise SettingsError(f"SandboxRegistry.register({image_name!r}): sandbox_type is required")
+        if egress not in EGRESS:
+            raise SettingsError(f"SandboxRegistry.register({name!r}): egress must be one of {EGRESS}")
         spec = SandboxSpec(
             sandbox_type=name,
             image=image_name,
@@ -76,6 +85,7 @@ class SandboxRegistry:
             description=description,
             environment={k: str(v) for k, v in (environment or {}).items() if v is not None},
             runtime_config=dict(runtime_config or {}),
+            egress=egress,
         )
         cls._custom[name] = spec
         log.info("registered sandbox type %s (image %s)", name, image_name)

@@ -67,6 +67,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
             memory=spec.resource_limits.get("memory"),
             cpus=_float_or_none(spec.resource_limits.get("cpu")),
             runtime_config=spec.runtime_config,
+            egress=spec.egress,
         ))
         ctx.store.update(name, container_id=container.id, ports=[str(port)])
         record = ctx.store.get(name)
