@@ -18,24 +18,20 @@ from sandbox_core.errors import NotFound, Unavailable
 
 ADDRESS_CACHE_SIZE = 4096
 
+def _generic_tool(name: str, description: str, parameter: str, parameter_description: str) -> dict:
+    return {"name": name, "json_schema": {"type": "function", "function": {
+        "name": name, "description": description,
+        "parameters": {"type": "object",
+                       "properties": {parameter: {"type": "string", "description": parameter_description}},
+                       "required": [parameter]}}}}
+
+
 #: What upstream's manager adds to every type's list_tools (observed on the wire).
 GENERIC_TOOLS = {
-    "run_ipython_cell": {
-        "name": "run_ipython_cell",
-        "json_schema": {"type": "function", "function": {
-            "name": "run_ipython_cell", "description": "Run an IPython cell.",
-            "parameters": {"type": "object", "properties": {
-                "code": {"type": "string", "description": "IPython code to execute"}},
-                "required": ["code"]}}},
-    },
-    "run_shell_command": {
-        "name": "run_shell_command",
-        "json_schema": {"type": "function", "function": {
-            "name": "run_shell_command", "description": "Run a shell command.",
-            "parameters": {"type": "object", "properties": {
-                "command": {"type": "string", "description": "Shell command to execute"}},
-                "required": ["command"]}}},
-    },
+    "run_ipython_cell": _generic_tool("run_ipython_cell", "Run an IPython cell.", "code",
+                                      "IPython code to execute"),
+    "run_shell_command": _generic_tool("run_shell_command", "Run a shell command.", "command",
+                                       "Shell command to execute"),
 }
 
 #: Tools with their own route in the agent; everything else goes through MCP.
