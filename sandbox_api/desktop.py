@@ -7,22 +7,40 @@ header) and is authorised by that token instead: from ``?password=``, or from th
 authorised answer sets for ``/desktop/<id>`` so the page's own scripts and images load too. Only
 ``GET`` of files under ``vnc/`` is carried, by the owning host's worker, like ``/proxy``.
 
-The VNC stream itself (``WS /desktop/<id>``) is not served here yet: see docs/types/gui.md.
+``WS /desktop/<id>?password=<token>`` is the VNC stream the page opens. The API answers it only
+on the sandbox's own host (an API process whose ``FLEET_HOST_NAME`` is the record's host, as with
+``runtime-sandbox-server`` on one machine): it takes the connection over from gunicorn, opens the
+agent's ``/websockify`` on that host's loopback with the sandbox's secret, and copies bytes both
+ways; the WebSocket handshake and frames are x11vnc's and the browser's own. Tool calls go through
+the worker's queue, but a long-lived stream does not fit a job; an API on another host answers 502
+saying where the sandbox is (see docs/types/gui.md).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
+import logging
+import selectors
+import socket
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from sandbox_core.errors import NotFound, SandboxError
 
+log = logging.getLogger(__name__)
+
 bp = Blueprint("desktop", __name__)
 
 COOKIE = "sandbox_desktop_token"
 _KEEP_BACK = {"content-type", "etag", "last-modified"}
+#: Browser headers the VNC server needs for its WebSocket handshake; nothing else is passed on.
+_WS_HEADERS = ("Host", "Origin", "Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Version",
+               "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions", "User-Agent")
+#: A VNC client asks for screen updates all the time: this long without a byte, the stream is dead.
+STREAM_IDLE_TIMEOUT = 600
+CHUNK = 64 * 1024
 
 
 def _authorised(record: dict) -> str | None:
@@ -57,3 +75,66 @@ def desktop(identity: str, path: str) -> Response:
         response.set_cookie(COOKIE, token, path=f"/desktop/{identity}", httponly=True,
                             samesite="Strict", secure=request.is_secure)
     return response
+
+
+@bp.route("/desktop/<identity>", methods=["GET"], websocket=True)  # werkzeug matches ws:// apart
+def desktop_stream(identity: str) -> Response:
+    fleet = current_app.extensions["sandbox_fleet"]
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return jsonify(detail="this is the desktop's VNC WebSocket: open vnc/vnc_relay.html"), 400
+    record = fleet.live_record(identity)
+    if _authorised(record) is None:
+        return jsonify(detail="desktop access needs the sandbox's desktop token (?password=)"), 403
+    client = request.environ.get("gunicorn.socket")
+    if client is None:
+        return jsonify(detail="the desktop stream needs the API under gunicorn"), 501
+    if record.get("host") != fleet.settings.FLEET_HOST_NAME or not record.get("port"):
+        return jsonify(detail=f"the desktop stream of {record['container_name']} is served by the API "
+                              f"on its host {record.get('host')!r}"), 502
+    try:
+        upstream = socket.create_connection(("127.0.0.1", int(record["port"])), timeout=5)
+    except OSError as e:
+        return jsonify(detail=f"Upstream request failed: {e}"), 502
+    head = ["GET /fastapi/websockify HTTP/1.1"]
+    head += [f"{name}: {request.headers[name]}" for name in _WS_HEADERS if name in request.headers]
+    head.append(f"Authorization: Bearer {record['runtime_token']}")
+    try:
+        upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        log.info("desktop stream of %s opened", record["container_name"])
+        _splice(client, upstream)
+    finally:
+        upstream.close()
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_RDWR)
+    log.info("desktop stream of %s closed", record["container_name"])
+    return _Hijacked()
+
+
+class _Hijacked(Response):
+    """The connection was taken over and is closed: gunicorn must write nothing more on it
+    (raising StopIteration makes it close the connection quietly, as flask-sock does)."""
+
+    def __call__(self, environ, start_response):
+        raise StopIteration()
+
+
+def _splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until either side closes or the stream is idle too long."""
+    a.settimeout(STREAM_IDLE_TIMEOUT)
+    b.settimeout(STREAM_IDLE_TIMEOUT)
+    peer = {a: b, b: a}
+    with selectors.DefaultSelector() as selector:
+        selector.register(a, selectors.EVENT_READ)
+        selector.register(b, selectors.EVENT_READ)
+        while True:
+            ready = selector.select(STREAM_IDLE_TIMEOUT)
+            if not ready:
+                return
+            for key, _ in ready:
+                try:
+                    data = key.fileobj.recv(CHUNK)
+                    if not data:
+                        return
+                    peer[key.fileobj].sendall(data)
+                except OSError:
+                    return

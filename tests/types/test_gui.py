@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 import struct
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from .conftest import texts
+from .conftest import require_image, texts
 
 pytestmark = pytest.mark.docker
 
@@ -125,3 +128,62 @@ def test_desktop_url_serves_the_novnc_page_with_its_own_token(gui_fleet, docker_
         other = browser.get(f"{gui_fleet.url}/desktop/{sb.sandbox_id}/tools/run_shell_command",
                             timeout=30)
         assert other.status_code == 404
+
+
+def ws_upgrade(fleet_url: str, path: str) -> socket.socket:
+    """Open a WebSocket to the fleet as a browser does (Origin included); the answer is unread."""
+    address = urlsplit(fleet_url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=15)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nOrigin: {fleet_url}\r\n"
+                  "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: binary\r\n\r\n").encode())
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
+    data = b""
+    while marker not in data and len(data) < limit:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_the_vnc_websocket_reaches_the_desktop_through_the_fleet(gui_fleet):
+    with sandbox.GuiSandbox(base_url=gui_fleet.url, bearer_token=gui_fleet.token) as sb:
+        token = sb.get_info()["runtime_token"]
+        with ws_upgrade(gui_fleet.url, f"/desktop/{sb.sandbox_id}?password={token}") as ws:
+            answer = read_until(ws, b"RFB 003.008")
+            assert answer.startswith(b"HTTP/1.1 101 "), answer[:200]
+            # x11vnc's first binary frame carries the RFB protocol banner
+            assert b"RFB 003.008\n" in answer.split(b"\r\n\r\n", 1)[1]
+        with ws_upgrade(gui_fleet.url, f"/desktop/{sb.sandbox_id}?password=wrong") as ws:
+            assert read_until(ws, b"\r\n\r\n").startswith(b"HTTP/1.1 403 ")
+        with ws_upgrade(gui_fleet.url, "/desktop/nope?password=x") as ws:
+            assert read_until(ws, b"\r\n\r\n").startswith(b"HTTP/1.1 404 ")
+
+
+def test_desktop_url_shows_the_desktop_in_a_real_browser(gui_fleet, docker_client):
+    """Chromium (from the browser image, on the host's loopback) opens GuiSandbox.desktop_url and
+    noVNC draws the sandbox's screen: a light Tk window on twm's black root."""
+    browser_image = require_image(docker_client, "browser")
+    script = os.path.join(os.path.dirname(__file__), "novnc_check.mjs")
+    with sandbox.GuiSandbox(base_url=gui_fleet.url, bearer_token=gui_fleet.token) as sb:
+        sb.run_shell_command(command=(
+            "setsid nohup python3 -c \"import tkinter as tk; r = tk.Tk(); "
+            "r.geometry('400x200+100+100'); r.mainloop()\" >/dev/null 2>&1 &"))
+        deadline = time.monotonic() + 15
+        while "1" not in "".join(texts(sb.run_shell_command(
+                command="xdotool search --onlyvisible --class Tk | wc -l | tr -d ' '"))):
+            assert time.monotonic() < deadline, "the Tk window did not appear"
+            time.sleep(0.2)
+        output = docker_client.containers.run(
+            browser_image, ["node", "/check/novnc_check.mjs", sb.desktop_url, "300", "200"],
+            entrypoint=[], network_mode="host", remove=True, security_opt=["no-new-privileges"],
+            volumes={script: {"bind": "/check/novnc_check.mjs", "mode": "ro"}})
+        seen = json.loads(output.decode().strip().splitlines()[-1])
+        assert seen["status"] == "Connected", seen
+        assert (seen["width"], seen["height"]) == (1024, 768)
+        assert min(seen["pixel"]) > 150, seen  # inside the window, not the black root
