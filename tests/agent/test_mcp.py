@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 SERVER = Path(__file__).with_name("mcp_stdio_server.py")
 
 
@@ -69,15 +71,47 @@ def test_unknown_tool_is_404_and_bad_bodies_400(make_agent):
     assert agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"x": {}}}}).status_code == 400
 
 
-def test_http_servers_are_not_supported_yet(make_agent):
+@pytest.fixture
+def http_mcp():
+    from .mcp_http_server import Handler, serve
+
+    server, url = serve()
+    yield url
+    for stream in Handler.streams.values():
+        stream.put(None)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("config", [
+    {"type": "streamable_http", "path": "/mcp"},
+    {"type": "streamableHttp", "path": "/mcp?stream=1"},  # answers as an event stream
+    {"path": "/sse"},  # no streamable type: the legacy SSE transport, as upstream decides
+], ids=["streamable-json", "streamable-sse-answer", "sse"])
+def test_http_servers_are_added_listed_and_called(make_agent, http_mcp, config):
     agent = make_agent()
-    for config in (
-        {"type": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
-        {"url": "http://127.0.0.1:9/sse"},
-    ):
-        response = agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"remote": config}}})
-        assert response.status_code == 501
-        assert "not supported" in response.json()["detail"]
+    server = {k: v for k, v in config.items() if k != "path"}
+    server.update(url=http_mcp + config["path"], headers={"X-Token": "t0k"})
+    response = agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"remote": server}}})
+    assert response.status_code == 200, response.text
+    tools = agent.get("mcp/list_tools").json()
+    assert list(tools["remote"]) == ["echo", "whoami"]
+    assert tools["remote"]["echo"]["json_schema"]["function"]["parameters"]["required"] == ["text"]
+    result = agent.post("mcp/call_tool", {"tool_name": "echo", "arguments": {"text": "over http"}}).json()
+    assert result["content"][0]["text"] == "over http" and result["isError"] is False
+    assert agent.post("mcp/call_tool", {"tool_name": "whoami", "arguments": {}}).json()[
+        "content"][0]["text"] == "t0k"  # the config's headers are sent
+
+
+def test_an_http_server_that_does_not_answer_is_reported(make_agent):
+    agent = make_agent()
+    for config in ({"type": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
+                   {"url": "http://127.0.0.1:9/sse"}):
+        response = agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"down": config}}})
+        assert response.status_code == 502
+        assert "down" in response.json()["detail"]
+    bad = {"url": "ftp://127.0.0.1/x"}
+    assert agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"b": bad}}}).status_code == 400
 
 
 def test_a_server_that_cannot_start_is_reported(make_agent):

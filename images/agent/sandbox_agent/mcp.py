@@ -1,10 +1,10 @@
-"""MCP servers inside the sandbox: a small stdio client and the ``/mcp/*`` tools.
+"""MCP servers inside the sandbox: a small client and the ``/mcp/*`` tools.
 
-JSON-RPC 2.0 over newline-delimited JSON on the server's stdin/stdout: ``initialize``,
-``notifications/initialized``, ``tools/list`` (paginated) and ``tools/call``. Every request has a
-timeout (the server config's ``timeout``, else ``MCP_TIMEOUT``). Servers listed in the config files
-are started on the first MCP call, not at agent start-up, so an idle sandbox holds no MCP process.
-Streamable-HTTP and SSE servers are refused with 501 for now.
+JSON-RPC 2.0: ``initialize``, ``notifications/initialized``, ``tools/list`` (paginated) and
+``tools/call``, over newline-delimited JSON on a stdio server's stdin/stdout, or over HTTP for
+streamable-HTTP and SSE servers (``mcp_http.py``). Every request has a timeout (the server config's
+``timeout``, else ``MCP_TIMEOUT``). Servers listed in the config files are started on the first MCP
+call, not at agent start-up, so an idle sandbox holds no MCP process.
 """
 
 from __future__ import annotations
@@ -62,6 +62,18 @@ class StdioServer:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
+        self._open()
+        result = self.request("initialize", {
+            "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO})
+        log.info("MCP server %r started (%s, protocol %s)", self.name, self._describe(),
+                 result.get("protocolVersion"))
+        self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.refresh_tools()
+
+    def _describe(self) -> str:
+        return f"pid {self._proc.pid}" if self._proc else "not running"
+
+    def _open(self) -> None:
         command = str(self.config["command"])
         argv = [shutil.which(command, path=self._env.get("PATH")) or command]
         argv += [str(a) for a in self.config.get("args") or []]
@@ -72,12 +84,6 @@ class StdioServer:
             raise MCPError(f"cannot start {command!r}: {exc.strerror or exc}") from None
         threading.Thread(target=self._read_loop, args=(self._proc,), name=f"mcp-{self.name}",
                          daemon=True).start()
-        result = self.request("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO})
-        log.info("MCP server %r started (pid %d, protocol %s)", self.name, self._proc.pid,
-                 result.get("protocolVersion"))
-        self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        self.refresh_tools()
 
     def refresh_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -143,14 +149,21 @@ class StdioServer:
             line = line.strip()
             if not line:
                 continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                log.warning("MCP server %r wrote a non-JSON line: %.200r", self.name, line)
-                continue
-            if isinstance(message, dict):
-                self._on_message(message)
+            self._on_line(line)
         log.info("MCP server %r closed its stdout", self.name)
+        self._wake_all()
+
+    def _on_line(self, line: bytes | str) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.warning("MCP server %r wrote a non-JSON line: %.200r", self.name, line)
+            return
+        for item in message if isinstance(message, list) else [message]:  # a batch, or one
+            if isinstance(item, dict):
+                self._on_message(item)
+
+    def _wake_all(self) -> None:
         with self._pending_lock:  # wake every waiter: no answer will come
             for slot in self._pending.values():
                 slot["event"].set()
@@ -289,7 +302,7 @@ class MCPManager:
                     if not overwrite:
                         continue
                     self._servers.pop(name).close()
-                server = StdioServer(name, config, self._cwd, self._env, self._timeout)
+                server = _server_class(config)(name, config, self._cwd, self._env, self._timeout)
                 try:
                     server.start()
                 except MCPError as exc:
@@ -370,8 +383,19 @@ def _parse_configs(server_configs: Any) -> dict[str, dict[str, Any]]:
             raise bad_request(f"MCP server {name!r}: config must be an object")
         if config.get("command"):
             continue
-        if config.get("url") or config.get("type") in HTTP_TYPES:
-            raise HTTPError(501, f"MCP server {name!r}: streamable-HTTP and SSE servers are not supported "
-                                 "by sandbox-agent yet; use a stdio server (command, args, env)")
+        if config.get("url"):
+            if not str(config["url"]).startswith(("http://", "https://")):
+                raise bad_request(f"MCP server {name!r}: url must be http:// or https://")
+            continue
         raise bad_request(f"MCP server {name!r}: config needs a command (stdio) or a url")
     return servers
+
+
+def _server_class(config: Mapping[str, Any]) -> type[StdioServer]:
+    """Upstream's rule: a command is stdio; type streamable_http/streamableHttp is streamable
+    HTTP; any other url is SSE."""
+    if config.get("command"):
+        return StdioServer
+    from .mcp_http import SseServer, StreamableHttpServer
+
+    return StreamableHttpServer if config.get("type") in HTTP_TYPES[:2] else SseServer
