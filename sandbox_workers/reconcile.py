@@ -2,8 +2,9 @@
 
 ``reconcile`` runs when a worker starts and every FLEET_RECONCILE_INTERVAL seconds:
   1. a container of this fleet and host that no live record claims is removed;
-  2. a live record on this host whose container is gone, or whose create died with its worker,
-     is closed (state ``error``), and the leftovers of closed records are torn down;
+  2. a live record on this host whose container is gone (or, for a warm one, not running), or
+     whose create died with its worker, is closed (state ``error``), and the leftovers of closed
+     records are torn down;
   3. a port that no record on this host holds is freed, and an instance slot with no record at all
      is given back.
 
@@ -66,6 +67,10 @@ def _close_orphaned_records(ctx: WorkerContext, containers: dict[str, Container]
                 closed.append(name)
         elif name not in containers:
             lifecycle.fail(ctx, name, "its container disappeared")
+            closed.append(name)
+        elif record["state"] == states.WARM and containers[name].status != "running":
+            # Nobody stopped a pooled sandbox on purpose: it died, and must not be handed out.
+            lifecycle.fail(ctx, name, f"its container is {containers[name].status}")
             closed.append(name)
     return closed
 

@@ -143,3 +143,18 @@ def test_custom_type_from_an_extension_is_pooled_and_served(make_fleet, docker_c
     assert texts(result, "stdout") == ["hello from the extension\n"]
     container = docker_client.containers.get(name)
     assert container.attrs["HostConfig"]["Memory"] == 256 * 1024 * 1024
+
+
+def test_a_dead_warm_sandbox_is_replaced_not_handed_out(make_fleet, docker_client):
+    fleet = make_fleet(POOL_SIZE=1, FLEET_RECONCILE_INTERVAL=2)
+    fleet.wait_for(lambda: fleet.get("fleet/status").json()["pools"]["base"]["warm"] == 1,
+                   what="a warm sandbox")
+    (dead,) = fleet.containers(docker_client)
+    dead.kill()
+    fleet.wait_for(lambda: dead.name not in [c.name for c in fleet.containers(docker_client)],
+                   timeout=30, what="the dead one removed")
+    name = fleet.data("create_from_pool", {"sandbox_type": "base", "meta": {}})
+    assert name != dead.name
+    result = fleet.data("call_tool", {"identity": name, "tool_name": "run_shell_command",
+                                      "arguments": {"command": "echo alive"}})
+    assert texts(result, "stdout") == ["alive\n"]
