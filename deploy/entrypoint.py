@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""The entrypoint of sandbox-fleet's service image: one image, one role per container (Redash's
+pattern). Settings come from the environment (and ./.env), as everywhere in sandbox-fleet.
+
+  sandbox-fleet api                    gunicorn with WORKERS processes on HOST:PORT
+  sandbox-fleet worker [ROLE] [ARGS]   a Celery worker of host FLEET_HOST_NAME; ROLE is
+                                       lifecycle (creates and teardowns), calls (tool calls) or
+                                       all (both, for a small host; the default)
+  sandbox-fleet beat                   Celery beat (pool refill, heartbeat reaper)
+  sandbox-fleet flower [ARGS]          Flower on 0.0.0.0:5555
+  sandbox-fleet redis [ARGS]           redis-server on 0.0.0.0:6379, data in /data
+  sandbox-fleet drain                  release this host's sandboxes and wait for their teardown
+  sandbox-fleet COMMAND...             anything else runs as is (e.g. `celery -A sandbox_workers ...`)
+
+A worker that consumes lifecycle jobs, on SIGTERM with AUTO_CLEANUP=true (the default), first
+drains its host (as runtime-sandbox-server does), then stops: `docker compose down` leaves no
+sandbox behind. Give its container a stop grace period longer than that (DRAIN_TIMEOUT, 60 s).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+DRAIN_TIMEOUT = 60.0
+GUNICORN_THREADS = 64
+
+
+def main(argv: list[str]) -> int:
+    role, args = (argv[0], argv[1:]) if argv else ("api", [])
+    if role == "api":
+        return api(args)
+    if role == "worker":
+        kind = args[0] if args and not args[0].startswith("-") else "all"
+        return worker(kind, args[1:] if args and args[0] == kind else args)
+    if role == "beat":
+        return _exec(_celery("beat", "-s", "/tmp/celerybeat-schedule", *args))
+    if role == "flower":
+        return _exec(_celery("flower", "--address=0.0.0.0", "--port=5555", *args))
+    if role == "redis":
+        os.makedirs("/data", exist_ok=True)
+        return _exec(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--protected-mode", "no",
+                      "--dir", "/data", "--appendonly", "yes", *args])
+    if role == "drain":
+        settings = _settings()
+        left = drain(settings, settings.FLEET_HOST_NAME)
+        return 1 if left else 0
+    return _exec([role, *args])
+
+
+def api(args: list[str]) -> int:
+    s = _settings()
+    return _exec([sys.executable, "-m", "gunicorn", "sandbox_api.wsgi:app",
+                  "--bind", f"{s.HOST}:{s.PORT}", "--workers", str(s.WORKERS),
+                  "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--timeout", "0",
+                  *(["--access-logfile", "-"] if s.DEBUG else []), *args])
+
+
+def worker(kind: str, args: list[str]) -> int:
+    from sandbox_core import jobs
+
+    s = _settings()
+    host = s.FLEET_HOST_NAME
+    queues = {"lifecycle": [jobs.CREATE_QUEUE, jobs.host_queue(host)],
+              "calls": [jobs.call_queue(host)],
+              "all": [jobs.CREATE_QUEUE, jobs.host_queue(host), jobs.call_queue(host)]}
+    if kind not in queues:
+        print(f"sandbox-fleet worker: unknown role {kind!r}; expected lifecycle, calls or all",
+              file=sys.stderr)
+        return 2
+    concurrency = s.FLEET_CALL_CONCURRENCY if kind == "calls" else s.FLEET_WORKER_CONCURRENCY
+    _use_host_iptables()
+    argv = _celery("worker", "-Q", ",".join(queues[kind]), "-n", f"{kind}@{host}",
+                   "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
+                   "--without-heartbeat", *args)
+    if kind == "calls" or not s.AUTO_CLEANUP:
+        return _exec(argv)
+    return supervise(argv, lambda alive: drain(s, host, alive))
+
+
+def supervise(argv: list[str], before_stop) -> int:
+    """Run the worker as a child; on SIGTERM/SIGINT run ``before_stop`` while it still works."""
+    child = subprocess.Popen(argv)
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    while child.poll() is None and not stopping.wait(0.5):
+        pass
+    if child.poll() is None:
+        before_stop(lambda: child.poll() is None)
+        child.terminate()
+    return child.wait()
+
+
+def drain(settings, host: str, alive=lambda: True) -> int:
+    """Release every sandbox of ``host`` and wait for the teardowns. Returns how many are left."""
+    from sandbox_core.celery_app import make_celery
+    from sandbox_core.fleet import Fleet
+    from sandbox_core.jobs import JobClient
+    from sandbox_core.store import Store
+
+    store = Store.connect(settings)
+    fleet = Fleet(settings, store, JobClient(make_celery(settings), store))
+    left = fleet.drain(host, DRAIN_TIMEOUT, alive)
+    print(f"sandbox-fleet: drained host {host}; {left} sandboxes left for the next reconcile",
+          file=sys.stderr, flush=True)
+    return left
+
+
+def _use_host_iptables() -> None:
+    """The workers add one iptables rule on the host (host networking, NET_ADMIN). Use the
+    iptables flavour (nft or legacy) that the host's Docker uses, so the rule sits with its own."""
+    if not (shutil.which("iptables-legacy") and shutil.which("update-alternatives")):
+        return
+
+    def has_docker_chains(command: str) -> bool:
+        done = subprocess.run([command, "-S"], capture_output=True, text=True)
+        return done.returncode == 0 and "DOCKER" in done.stdout
+
+    if not has_docker_chains("iptables-nft") and has_docker_chains("iptables-legacy"):
+        subprocess.run(["update-alternatives", "--set", "iptables", "/usr/sbin/iptables-legacy"],
+                       capture_output=True)
+
+
+def _settings():
+    from sandbox_core.errors import SettingsError
+    from sandbox_core.settings import load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as e:
+        sys.exit(f"sandbox-fleet: {e}")
+
+
+def _celery(command: str, *args: str) -> list[str]:
+    level = ["--loglevel", os.environ.get("LOG_LEVEL", "info")] if command in ("worker", "beat") else []
+    return [sys.executable, "-m", "celery", "-A", "sandbox_workers", command, *level, *args]
+
+
+def _exec(argv: list[str]) -> int:
+    os.execvp(argv[0], argv)
+    return 127  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
