@@ -2,7 +2,8 @@
 
 ``POST /mcp``: streamable HTTP (JSON answers, or an event stream when the url has ``?stream=1``),
 with a session id that later requests must send. ``GET /sse`` + ``POST /messages``: the legacy SSE
-transport. Tools: ``echo`` and ``whoami`` (which reports the request's headers it was sent).
+transport. Tools: ``echo`` and ``whoami`` (which reports the X-Token header it was sent), named
+with the url's ``?prefix=`` in front, so several of these servers can be told apart.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TOOLS = [
 ]
 
 
-def answer(message: dict, headers) -> dict | None:
+def answer(message: dict, headers, prefix: str = "") -> dict | None:
     method, rid, params = message.get("method"), message.get("id"), message.get("params") or {}
     if rid is None:
         return None
@@ -29,10 +30,11 @@ def answer(message: dict, headers) -> dict | None:
         result = {"protocolVersion": params["protocolVersion"], "capabilities": {"tools": {}},
                   "serverInfo": {"name": "http-test-server", "version": "1"}}
     elif method == "tools/list":
-        result = {"tools": TOOLS}
+        result = {"tools": [{**tool, "name": prefix + tool["name"]} for tool in TOOLS]}
     elif method == "tools/call":
         args = params.get("arguments") or {}
-        text = args.get("text", "") if params["name"] == "echo" else headers.get("X-Token", "")
+        name = params["name"][len(prefix):]
+        text = args.get("text", "") if name == "echo" else headers.get("X-Token", "")
         result = {"content": [{"type": "text", "text": text}], "isError": False}
     else:
         return {"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": "no such method"}}
@@ -61,6 +63,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
+        prefix = parse_qs(url.query).get("prefix", [""])[0]
         message = self._json_body()
         if url.path == "/mcp":
             extra = {}
@@ -70,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
                 extra["Mcp_Session_Id"] = session
             elif self.headers.get("Mcp-Session-Id") not in self.sessions:
                 return self._send(400, b'{"error": "no session"}')
-            reply = answer(message, self.headers)
+            reply = answer(message, self.headers, prefix)
             if reply is None:
                 return self._send(202, **extra)
             if parse_qs(url.query).get("stream"):
@@ -81,7 +84,7 @@ class Handler(BaseHTTPRequestHandler):
             stream = self.streams.get(parse_qs(url.query).get("session", [""])[0])
             if stream is None:
                 return self._send(404)
-            reply = answer(message, self.headers)
+            reply = answer(message, self.headers, prefix)
             if reply is not None:
                 stream.put(reply)
             return self._send(202)
@@ -92,8 +95,10 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200)
 
     def do_GET(self) -> None:
-        if urlsplit(self.path).path != "/sse":
+        url = urlsplit(self.path)
+        if url.path != "/sse":
             return self._send(404)
+        prefix = parse_qs(url.query).get("prefix", [""])[0]
         session = f"sse{len(self.streams) + 1}"
         stream: queue.Queue = queue.Queue()
         self.streams[session] = stream
@@ -101,7 +106,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
-        self.wfile.write(f": hello\n\nevent: endpoint\ndata: /messages?session={session}\n\n".encode())
+        endpoint = f"/messages?session={session}&prefix={prefix}"
+        self.wfile.write(f": hello\n\nevent: endpoint\ndata: {endpoint}\n\n".encode())
         self.wfile.flush()
         while True:
             reply = stream.get()

@@ -110,8 +110,9 @@ def test_an_http_server_that_does_not_answer_is_reported(make_agent):
         response = agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"down": config}}})
         assert response.status_code == 502
         assert "down" in response.json()["detail"]
-    bad = {"url": "ftp://127.0.0.1/x"}
-    assert agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"b": bad}}}).status_code == 400
+    for bad in ({"url": "ftp://127.0.0.1/x"}, {"url": "http://127.0.0.1:700000/mcp"}):
+        response = agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"b": bad}}})
+        assert response.status_code == 400, response.text
 
 
 def test_a_server_that_cannot_start_is_reported(make_agent):

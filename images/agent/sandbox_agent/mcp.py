@@ -384,7 +384,14 @@ def _parse_configs(server_configs: Any) -> dict[str, dict[str, Any]]:
         if config.get("command"):
             continue
         if config.get("url"):
-            if not str(config["url"]).startswith(("http://", "https://")):
+            from urllib.parse import urlsplit
+
+            try:
+                url = urlsplit(str(config["url"]))
+                url.port  # noqa: B018 (raises ValueError for a bad port)
+            except ValueError as exc:
+                raise bad_request(f"MCP server {name!r}: bad url: {exc}") from None
+            if url.scheme not in ("http", "https") or not url.hostname:
                 raise bad_request(f"MCP server {name!r}: url must be http:// or https://")
             continue
         raise bad_request(f"MCP server {name!r}: config needs a command (stdio) or a url")
