@@ -8,7 +8,8 @@ pattern). Settings come from the environment (and ./.env), as everywhere in sand
                                        all (both, for a small host; the default)
   sandbox-fleet beat                   Celery beat (pool refill, heartbeat reaper)
   sandbox-fleet flower [ARGS]          Flower on 0.0.0.0:5555
-  sandbox-fleet redis [ARGS]           redis-server on 0.0.0.0:6379, data in /data
+  sandbox-fleet redis [ARGS]           redis-server on 0.0.0.0:6379, data in /data (a password:
+                                       REDIS_PASSWORD); `redis-ping` is its health check
   sandbox-fleet drain                  release this host's sandboxes and wait for their teardown
   sandbox-fleet COMMAND...             anything else runs as is (e.g. `celery -A sandbox_workers ...`)
 
@@ -43,8 +44,16 @@ def main(argv: list[str]) -> int:
         return _exec(_celery("flower", "--address=0.0.0.0", "--port=5555", *args))
     if role == "redis":
         os.makedirs("/data", exist_ok=True)
-        return _exec(["redis-server", "--bind", "0.0.0.0", "--port", "6379", "--protected-mode", "no",
+        password = os.environ.get("REDIS_PASSWORD") or ""
+        auth = ["--requirepass", password] if password else ["--protected-mode", "no"]
+        return _exec(["redis-server", "--bind", "0.0.0.0", "--port", "6379", *auth,
                       "--dir", "/data", "--appendonly", "yes", *args])
+    if role == "redis-ping":
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2,
+                             password=os.environ.get("REDIS_PASSWORD") or None)
+        return 0 if client.ping() else 1
     if role == "drain":
         settings = _settings()
         left = drain(settings, settings.FLEET_HOST_NAME)

@@ -1,5 +1,6 @@
 """The compose cluster, as a new user runs it: the service image built with no registry,
-``docker compose up``, an agentscope SDK session through the cluster's API, ``down -v``.
+``docker compose up``, an agentscope SDK session through the cluster's API, two extra worker hosts
+joining with plain ``celery -A sandbox_workers worker`` and serving sessions, ``down -v``.
 
 The work is done by ``deploy/compose-smoke`` (so an operator runs exactly what CI runs); this test
 runs it and checks, independently, that no container, network or volume of the run is left.
@@ -27,7 +28,7 @@ def compose_missing() -> str | None:
     return "neither `docker compose` nor `docker-compose` is installed (scripts/setup installs it)"
 
 
-def test_compose_cluster_serves_an_sdk_session_and_leaves_nothing(docker_client):
+def test_compose_cluster_with_two_extra_hosts_serves_sdk_sessions_and_leaves_nothing(docker_client):
     pytest.importorskip("agentscope_runtime.sandbox")
     reason = compose_missing()
     if reason:
@@ -35,7 +36,7 @@ def test_compose_cluster_serves_an_sdk_session_and_leaves_nothing(docker_client)
             pytest.fail(reason)
         pytest.skip(reason)
     before = {c.id for c in docker_client.containers.list(all=True)}
-    done = subprocess.run([sys.executable, str(REPO / "deploy" / "compose-smoke")],
+    done = subprocess.run([sys.executable, str(REPO / "deploy" / "compose-smoke"), "--extra-hosts", "2"],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     report_line = next((line for line in reversed(done.stdout.splitlines())
                         if line.startswith("{")), "{}")
