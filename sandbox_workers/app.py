@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 from celery import Celery, bootsteps
+from celery.signals import celeryd_init
 from kombu import Queue
 
 from sandbox_core import jobs
@@ -47,6 +48,18 @@ def _configure(sender: Celery, **_: object) -> None:
             "task": jobs.REAP, "schedule": timedelta(seconds=settings.reaper_interval),
             "options": {"queue": jobs.CREATE_QUEUE, "expires": 30}}
     sender.conf.beat_schedule = schedule
+
+
+@celeryd_init.connect
+def _calls_only_worker_skips_ack_emulation(conf, options, **_: object) -> None:
+    """A worker that consumes only tool-call queues does without kombu's unacked bookkeeping
+    (a write before and a delete after every message): calls are never redelivered anyway, and the
+    two Redis round trips are on every call's path. Lifecycle workers keep it, for redelivery."""
+    queues = options.get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if queues and all(q.strip().endswith(".calls") for q in queues):
+        conf.broker_transport_options = {**conf.broker_transport_options, "ack_emulation": False}
 
 
 class HostStartup(bootsteps.StartStopStep):
