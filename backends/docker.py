@@ -48,7 +48,7 @@ class DockerBackend(Backend):
     def create(self, spec: ContainerSpec) -> Container:
         volumes = {}
         if spec.workspace:
-            os.makedirs(spec.workspace, exist_ok=True)
+            _make_workspace(spec.workspace)
             volumes[spec.workspace] = {"bind": "/workspace", "mode": "rw"}
         for host_path, container_path in spec.readonly_mounts.items():
             volumes[os.path.abspath(host_path)] = {"bind": container_path, "mode": "ro"}
@@ -243,6 +243,17 @@ class GVisorBackend(DockerBackend):
         It is a capability inside gVisor's own kernel, not the host's."""
         caps = super()._capabilities_for(image)
         return caps if "NET_BIND_SERVICE" in caps else [*caps, "NET_BIND_SERVICE"]
+
+
+def _make_workspace(path: str) -> None:
+    """The sandbox's /workspace folder on the host. Sandboxes run as root with no capabilities,
+    so they can write only where uid 0 owns the folder or anyone may write. A worker that is not
+    root opens the sandbox's own folder to all, and keeps the folder holding them (the
+    DEFAULT_MOUNT_DIR) private to its own user, so no other host user can reach in."""
+    os.makedirs(path, exist_ok=True)
+    if os.geteuid() != 0:
+        os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
+        os.chmod(path, 0o777)
 
 
 def _host_guard(bridge: str) -> list[str]:
