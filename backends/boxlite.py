@@ -2,11 +2,12 @@
 
 No registry is needed: an image built on this host is exported once per image id with
 ``skopeo copy docker-daemon:<id> oci:<dir>`` into ``.cache/boxlite/oci/<id>`` (the checkout's
-gitignored cache) and handed to BoxLite as ``rootfs_path``. A box gets the spec's environment
-(``SECRET_TOKEN`` included), its workspace at /workspace, the read-only mounts, port 80 published
-on ``127.0.0.1:<host_port>``, whole vCPUs and MiB of memory, and the same capability policy as a
-Docker sandbox. BoxLite has no labels, so a box's labels live in a JSON sidecar next to BoxLite's
-own state (``<home>/sandbox-fleet/<name>.json``, mode 0600).
+gitignored cache; ``~/.cache/sandbox-fleet/boxlite`` for an installed package) and handed to
+BoxLite as ``rootfs_path``. A box gets the spec's environment (``SECRET_TOKEN`` included), its
+workspace at /workspace, the read-only mounts, port 80 published on ``127.0.0.1:<host_port>``,
+whole vCPUs and MiB of memory, and the same capability policy as a Docker sandbox. BoxLite has
+no labels, so a box's labels live in a JSON sidecar next to BoxLite's own state
+(``<home>/sandbox-fleet/<name>.json``, mode 0600).
 
 BoxLite's API is asyncio; this backend runs it on one private event loop thread and waits for
 each call with a timeout, so the worker's threads use it like the Docker backend. A VM that cannot
@@ -42,8 +43,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Where OCI layouts are cached, one folder per image id (gitignored).
-DEFAULT_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "boxlite"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+#: Where OCI layouts are cached, one folder per image id: the checkout's gitignored .cache/ when
+#: running from one, else the user's cache (an installed package's folder is no place for them).
+DEFAULT_CACHE = (_CHECKOUT / ".cache" / "boxlite" if (_CHECKOUT / "setup.cfg").is_file()
+                 else Path.home() / ".cache" / "sandbox-fleet" / "boxlite")
 #: BoxLite's own state (boxes, disks, logs); the label sidecars go in its sandbox-fleet/ folder.
 DEFAULT_HOME = Path.home() / ".boxlite"
 #: BoxLite's states, as Docker names them (the fleet reads Docker's words).
