@@ -60,7 +60,10 @@ class Backend(ABC):
 
     @abstractmethod
     def create(self, spec: ContainerSpec) -> Container:
-        """Start a sandbox; it is running (its agent may still be starting) when this returns."""
+        """Start a sandbox; it is running (its agent may still be starting) when this returns.
+
+        Raises BadRequest when the image is not on this host (nothing is left behind), and
+        BackendError when the runtime fails."""
 
     @abstractmethod
     def remove(self, container_id: str) -> None:
