@@ -31,6 +31,16 @@ def redis_url(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def clean_registry():
+    """No custom sandbox type registered before or after the test."""
+    from sandbox_core.registry import SandboxRegistry
+
+    SandboxRegistry.clear()
+    yield
+    SandboxRegistry.clear()
+
+
+@pytest.fixture
 def settings(redis_url):
     return parse_settings({"REDIS_URL": redis_url, "FLEET_HOST_NAME": "test-host",
                            "PORT_RANGE": "[40000,40010]"})

@@ -1,7 +1,7 @@
 import pytest
 
 from sandbox_core.errors import BadRequest, SettingsError
-from sandbox_core.registry import SandboxRegistry, build_image_uri, get_spec, load_extensions
+from sandbox_core.registry import build_image_uri, get_spec, load_extensions
 from sandbox_core.settings import parse_settings
 
 EXTENSION = '''
@@ -16,10 +16,8 @@ class MySandbox:
 
 
 @pytest.fixture(autouse=True)
-def clean_registry():
-    SandboxRegistry.clear()
-    yield
-    SandboxRegistry.clear()
+def _fresh_registry(clean_registry):
+    """Every test here starts and ends with no custom type registered."""
 
 
 def test_builtin_and_async_types():

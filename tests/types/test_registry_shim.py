@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox_core.registry import SandboxRegistry, get_spec, known_types, load_extensions
+from sandbox_core.registry import get_spec, known_types, load_extensions
 from sandbox_core.settings import parse_settings
 
 pytest.importorskip("agentscope_runtime.sandbox.registry")
@@ -24,10 +24,8 @@ class Shimmed:
 
 
 @pytest.fixture(autouse=True)
-def clean_registry():
-    SandboxRegistry.clear()
-    yield
-    SandboxRegistry.clear()
+def _fresh_registry(clean_registry):
+    """Every test here starts and ends with no custom type registered."""
 
 
 def test_an_agentscope_extension_becomes_a_fleet_type(tmp_path):
