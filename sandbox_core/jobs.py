@@ -32,7 +32,6 @@ AGENT = "sandbox.agent"
 CONTROL = "sandbox.control"
 REFILL = "fleet.refill_pools"
 REAP = "fleet.reap_idle"
-RECONCILE = "fleet.reconcile"
 
 
 def host_queue(host: str) -> str:

@@ -256,9 +256,6 @@ class Store:
     def pool_starting(self, sandbox_type: str) -> int:
         return self.redis.zcard(f"{NS}pool_pending:{sandbox_type}")
 
-    def pool_names(self, sandbox_type: str) -> list[str]:
-        return self.redis.lrange(self.pool_key(sandbox_type), 0, -1)
-
     def claim(self, sandbox_type: str, session_ctx_id: str | None, meta: dict | None) -> str | None:
         """Atomically take a warm sandbox of a type for a session; None on a miss."""
         return self._claim(

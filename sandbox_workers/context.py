@@ -34,20 +34,9 @@ class WorkerContext:
         return self.settings.FLEET_HOST_NAME
 
 
-_override: Settings | None = None
-
-
-def use_settings(settings: Settings) -> None:
-    """Pin the settings of this process (tests, and the in-process worker of the server)."""
-    global _override
-    _override = settings
-    current.cache_clear()
-    worker_settings.cache_clear()
-
-
 @functools.lru_cache(maxsize=1)
 def worker_settings() -> Settings:
-    settings = _override or load_settings()
+    settings = load_settings()
     load_extensions(settings, extensions_from_env())
     return settings
 

@@ -19,7 +19,7 @@ from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
-from . import lifecycle, liveness, reconcile
+from . import lifecycle, liveness
 from .context import current
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,3 @@ def refill_pools(self, ctx) -> int:
 @replying
 def reap_idle(self, ctx) -> int:
     return fleet(ctx).reap_idle()
-
-
-@shared_task(name=jobs.RECONCILE, bind=True, time_limit=_LIFECYCLE_LIMIT, typing=False)
-@replying
-def reconcile_host(self, ctx) -> dict:
-    return reconcile.reconcile(ctx)
