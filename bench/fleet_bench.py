@@ -77,6 +77,10 @@ def bench_acquire(fleet: LocalFleet, sessions: int, batch: int) -> tuple[dict, d
 
 def bench_calls(fleet: LocalFleet, docker_client, calls: int) -> tuple[dict, dict]:
     name = fleet.data("create_from_pool", {"sandbox_type": "base", "meta": {}}, allow_null=False)
+    pool = int(fleet.values["POOL_SIZE"])
+    # Time the call path, not a container start: let beat replace the pool sandbox first.
+    fleet.wait_for(lambda: fleet.get("fleet/status").json()["pools"]["base"]["warm"] >= pool,
+                   timeout=120, what="the pool refilled")
     try:
         container = docker_client.containers.get(name)
         env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
