@@ -7,6 +7,8 @@ the host that owns the sandbox.
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 import secrets
 import time
 from collections.abc import Callable
@@ -73,6 +75,7 @@ class Fleet:
             mount_dir = None  # as upstream: only ALLOW_MOUNT_DIR lets a client pick the folder
         session_id = new_session_id()
         name = self.settings.CONTAINER_PREFIX_KEY + session_id
+        storage_path = self._storage_path(storage_path, session_id)
         self.store.open_record(
             name, session_id=session_id, sandbox_type=sandbox_type, meta=meta or {},
             session_ctx_id=_session_of(meta), environment={k: str(v) for k, v in
@@ -81,6 +84,22 @@ class Fleet:
             version=spec.image, desktop_token=secrets.token_hex(16), timeout=spec.timeout)
         self._reserve(name)
         return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout)
+
+    def _storage_path(self, requested: str | None, session_id: str) -> str | None:
+        """Where the workspace is kept: STORAGE_FOLDER/<id>, or the client's path inside
+        STORAGE_FOLDER (upstream let a client name any host path: read /etc, or write anywhere)."""
+        folder = self.settings.STORAGE_FOLDER
+        if not folder:
+            if requested:
+                raise BadRequest("storage_path needs STORAGE_FOLDER to be set on the server")
+            return None
+        join, norm = ((posixpath.join, posixpath.normpath) if self.settings.FILE_SYSTEM == "oss"
+                      else (os.path.join, os.path.normpath))
+        root = norm(folder if self.settings.FILE_SYSTEM == "oss" else os.path.abspath(folder))
+        path = norm(join(root, requested or session_id))
+        if not path.startswith(root.rstrip("/") + "/"):
+            raise BadRequest(f"storage_path {requested!r} must stay inside STORAGE_FOLDER")
+        return path
 
     def _reserve(self, name: str) -> None:
         """Take an instance slot for a record just opened; without one the record goes."""
@@ -256,6 +275,7 @@ class Fleet:
                 self.store.open_record(
                     name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
                     version=spec.image, timeout=spec.timeout, workspace_owned=True,
+                    storage_path=self._storage_path(None, session_id),
                     desktop_token=secrets.token_hex(16))
                 self.jobs.send(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE)
                 sent += 1

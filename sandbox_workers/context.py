@@ -17,6 +17,7 @@ from sandbox_core.settings import Settings, extensions_from_env, load_settings
 from sandbox_core.store import Store
 
 from .agent_client import AgentClient
+from .storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class WorkerContext:
     backend: Backend
     agent: AgentClient
     jobs: JobClient
+    storage: Storage | None
 
     @property
     def host(self) -> str:
@@ -51,4 +53,5 @@ def current() -> WorkerContext:
         backend=create_backend(settings),
         agent=AgentClient(),
         jobs=JobClient(make_celery(settings, "sandbox_workers.client"), store),
+        storage=make_storage(settings),
     )

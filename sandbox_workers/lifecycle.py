@@ -55,6 +55,8 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
         ctx.store.update(name, url=f"http://localhost:{port}", runtime_token=token,
                          mount_dir=workspace)
+        if record.get("storage_path") and ctx.storage and not replaces:
+            ctx.storage.download_folder(record["storage_path"], workspace)
         container = ctx.backend.create(ContainerSpec(
             name=name,
             image=spec.image,
@@ -128,11 +130,29 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
         raise
     if record:
         ctx.store.free_port(ctx.host, record.get("port"))
-        # A folder the client chose (ALLOW_MOUNT_DIR) is not the fleet's to delete.
-        if not keep_workspace and record.get("mount_dir") and record.get("workspace_owned") != "0":
+        kept = _keep_in_storage(ctx, record)
+        # A folder the client chose (ALLOW_MOUNT_DIR) is not the fleet's to delete, nor one whose
+        # copy to storage failed.
+        if kept and not keep_workspace and record.get("mount_dir") and \
+                record.get("workspace_owned") != "0":
             shutil.rmtree(record["mount_dir"], ignore_errors=True)
     ctx.store.remove_from_host(ctx.host, name)
     log.info("sandbox %s: torn down%s", name, " (workspace kept)" if keep_workspace else "")
+
+
+def _keep_in_storage(ctx: WorkerContext, record: dict) -> bool:
+    """Copy the workspace to its storage_path, if it has one; False if that failed."""
+    workspace, target = record.get("mount_dir"), record.get("storage_path")
+    if not (workspace and target and ctx.storage and os.path.isdir(workspace)):
+        return True
+    try:
+        ctx.storage.upload_folder(workspace, target)
+    except Exception as e:  # keep the files on the host rather than lose them
+        log.error("sandbox %s: could not copy its workspace to %s (%s); keeping %s",
+                  record["container_name"], target, e, workspace)
+        return False
+    log.info("sandbox %s: workspace copied to %s", record["container_name"], target)
+    return True
 
 
 def _take_port(ctx: WorkerContext, name: str) -> int:

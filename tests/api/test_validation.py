@@ -130,3 +130,20 @@ def test_failed_auth_is_rate_limited_per_address(settings, store):
                         environ_base={"REMOTE_ADDR": "10.9.9.9"})
     assert other.status_code == 200
     auth._blocked.clear()
+
+
+def test_storage_path_stays_inside_storage_folder(settings, store, tmp_path):
+    app = create_app(settings.replace(BEARER_TOKEN=TOKEN, STORAGE_FOLDER=str(tmp_path)), extensions=[])
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {TOKEN}"
+    for escape in ("../outside", "/etc", "a/../../b"):
+        response = post(client, "create", {"sandbox_type": "base", "storage_path": escape})
+        assert response.status_code == 400, escape
+        assert "inside STORAGE_FOLDER" in response.json["detail"]
+    assert store.live_count() == 0
+
+
+def test_storage_path_needs_a_storage_folder(client, store):
+    response = post(client, "create", {"sandbox_type": "base", "storage_path": "proj"})
+    assert response.status_code == 400
+    assert "STORAGE_FOLDER" in response.json["detail"]

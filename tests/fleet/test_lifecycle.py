@@ -158,3 +158,25 @@ def test_a_dead_warm_sandbox_is_replaced_not_handed_out(make_fleet, docker_clien
     result = fleet.data("call_tool", {"identity": name, "tool_name": "run_shell_command",
                                       "arguments": {"command": "echo alive"}})
     assert texts(result, "stdout") == ["alive\n"]
+
+
+def test_workspace_comes_from_and_goes_back_to_storage(make_fleet, docker_client, tmp_path):
+    store = tmp_path / "storage"
+    (store / "proj").mkdir(parents=True)
+    (store / "proj" / "hello.txt").write_text("kept between sandboxes\n")
+    fleet = make_fleet(POOL_SIZE=0, STORAGE_FOLDER=str(store))
+    name = fleet.data("create", {"sandbox_type": "base", "storage_path": "proj"})
+    shell = {"identity": name, "tool_name": "run_shell_command"}
+    result = fleet.data("call_tool", {**shell, "arguments": {"command": "cat /workspace/hello.txt"}})
+    assert texts(result, "stdout") == ["kept between sandboxes\n"]
+    fleet.data("call_tool", {**shell, "arguments": {"command": "echo made here > /workspace/new.txt"}})
+    assert fleet.data("release", {"identity": name}) is True
+    fleet.wait_for(lambda: (store / "proj" / "new.txt").exists(), what="the workspace copied back")
+    assert (store / "proj" / "new.txt").read_text() == "made here\n"
+    # a sandbox created without storage_path keeps its workspace under STORAGE_FOLDER/<id>
+    other = fleet.data("create", {"sandbox_type": "base"})
+    fleet.data("call_tool", {"identity": other, "tool_name": "run_shell_command",
+                             "arguments": {"command": "echo mine > /workspace/own.txt"}})
+    session_id = fleet.data("get_info", {"identity": other})["session_id"]
+    fleet.data("release", {"identity": other})
+    fleet.wait_for(lambda: (store / session_id / "own.txt").exists(), what="the default storage path")
