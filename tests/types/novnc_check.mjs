@@ -10,7 +10,14 @@ try {
   await page.goto(url);
   await page.waitForFunction(() => document.getElementById('status').textContent !== 'Connecting…',
                              null, { timeout: 20000 });
-  await page.waitForTimeout(1500);  // the first full screen update
+  // The first full screen update: wait until the pixel is drawn (light), for at most 15 s, then
+  // report what is there either way (a fixed wait of 1.5 s was too short on a loaded machine).
+  await page.waitForFunction(([px, py]) => {
+    const canvas = document.querySelector('#screen canvas');
+    if (!canvas || !canvas.width) return false;
+    const pixel = canvas.getContext('2d').getImageData(px, py, 1, 1).data;
+    return Math.min(pixel[0], pixel[1], pixel[2]) > 150;
+  }, [Number(x), Number(y)], { timeout: 15000, polling: 200 }).catch(() => {});
   const result = await page.evaluate(([px, py]) => {
     const canvas = document.querySelector('#screen canvas');
     const pixel = canvas.getContext('2d').getImageData(px, py, 1, 1).data;
