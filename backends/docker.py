@@ -13,7 +13,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.errors import NotFound as DockerNotFound
 
-from sandbox_core.errors import BackendError, BadRequest, SettingsError
+from sandbox_core.errors import BackendError, BadRequest, PortTaken, SettingsError
 
 from .base import LABEL_FLEET, Backend, Container, ContainerSpec
 
@@ -86,7 +86,10 @@ class DockerBackend(Backend):
             ) from e
         except DockerException as e:
             self._remove_by_name(spec.name)
-            raise BackendError(f"docker could not start {spec.name}: {_explain(e)}") from e
+            explanation = _explain(e)
+            if "address already in use" in explanation or "port is already allocated" in explanation:
+                raise PortTaken(f"port {spec.host_port} was taken before {spec.name} could bind it") from e
+            raise BackendError(f"docker could not start {spec.name}: {explanation}") from e
         return Container(id=container.id, name=spec.name, status="running", labels=spec.labels)
 
     def remove(self, container_id: str) -> None:

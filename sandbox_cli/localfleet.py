@@ -56,7 +56,8 @@ class LocalFleet:
         self.port = free_port()
         self.token = secrets.token_hex(8)
         self.prefix = f"sftest_{secrets.token_hex(3)}_"
-        start = 20000 + secrets.randbelow(400) * 100
+        # Below Linux's ephemeral ports (32768+), which outgoing connections may take at any time.
+        start = 20000 + secrets.randbelow(100) * 100
         values: dict[str, object] = {
             "PORT": self.port,
             "BEARER_TOKEN": self.token,

@@ -61,5 +61,9 @@ class BackendError(SandboxError):
     status = 502
 
 
+class PortTaken(BackendError):
+    """The host port chosen for a sandbox was bound by something else first: try another."""
+
+
 _KINDS = {k.__name__: k for k in (SandboxError, SettingsError, BadRequest, NotFound, Conflict,
-                                  CapacityExceeded, Unavailable, BackendError)}
+                                  CapacityExceeded, Unavailable, BackendError, PortTaken)}

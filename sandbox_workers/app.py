@@ -23,6 +23,7 @@ from sandbox_core.celery_app import configure
 
 from . import liveness
 from .context import current, worker_settings
+from .lifecycle import warn_if_ports_shared
 from .liveness import Heartbeat
 from .reconcile import adopt, reconcile
 
@@ -87,6 +88,7 @@ class HostStartup(bootsteps.StartStopStep):
         consumed = set(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         if jobs.host_queue(ctx.host) not in consumed:
             return
+        warn_if_ports_shared(ctx.settings)
         epoch = ctx.store.open_epoch()
         log.info("host %s ready (backend %s); reconcile: %s", ctx.host, ctx.backend.name,
                  reconcile(ctx))

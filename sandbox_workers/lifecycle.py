@@ -16,13 +16,15 @@ import time
 from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE, ContainerSpec
 from sandbox_core import jobs
 from sandbox_core import store as states
-from sandbox_core.errors import BadRequest, CapacityExceeded, SandboxError
+from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError
 from sandbox_core.registry import base_type, get_spec
 
 from . import liveness
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+PORT_ATTEMPTS = 5
 
 
 def workspace_dir(ctx: WorkerContext, session_id: str) -> str:
@@ -50,17 +52,15 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     ctx.store.update(name, host=ctx.host, creating_on=liveness.NODE)
     ctx.backend.remove(name)  # leftovers of an earlier, interrupted attempt
     try:
-        port = _take_port(ctx, name)
         token = secrets.token_hex(16)
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
-        ctx.store.update(name, url=f"http://localhost:{port}", runtime_token=token,
-                         mount_dir=workspace)
+        ctx.store.update(name, runtime_token=token, mount_dir=workspace)
         if record.get("storage_path") and ctx.storage and not replaces:
             ctx.storage.download_folder(record["storage_path"], workspace)
-        container = ctx.backend.create(ContainerSpec(
+        container, port = _start(ctx, name, ContainerSpec(
             name=name,
             image=spec.image,
-            host_port=port,
+            host_port=0,  # chosen by _start
             environment={**environment, "SECRET_TOKEN": token, "NGINX_TIMEOUT": str(spec.timeout)},
             labels={LABEL_FLEET: ctx.settings.CONTAINER_PREFIX_KEY, LABEL_HOST: ctx.host,
                     LABEL_TYPE: base_type(record["sandbox_type"]), LABEL_NAME: name},
@@ -138,6 +138,38 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
             shutil.rmtree(record["mount_dir"], ignore_errors=True)
     ctx.store.remove_from_host(ctx.host, name)
     log.info("sandbox %s: torn down%s", name, " (workspace kept)" if keep_workspace else "")
+
+
+def _start(ctx: WorkerContext, name: str, container_spec: ContainerSpec) -> tuple:
+    """Start the container on a port of this host's range. A port that something outside the
+    fleet binds between our probe and Docker's (an outgoing connection's ephemeral port, when
+    PORT_RANGE overlaps that range) is skipped and left marked taken until reconcile frees it."""
+    for _ in range(PORT_ATTEMPTS):
+        port = _take_port(ctx, name)
+        ctx.store.update(name, url=f"http://localhost:{port}")
+        container_spec.host_port = port
+        try:
+            return ctx.backend.create(container_spec), port
+        except PortTaken as e:
+            log.warning("sandbox %s: %s; trying another port", name, e.detail)
+    raise CapacityExceeded(f"sandbox {name}: {PORT_ATTEMPTS} ports in a row were taken by others")
+
+
+def warn_if_ports_shared(settings) -> None:
+    """PORT_RANGE inside the kernel's ephemeral range means outgoing connections can take a
+    sandbox's port; creates then retry on another, but the range is better reserved."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        with open("/proc/sys/net/ipv4/ip_local_reserved_ports") as f:
+            reserved = f.read().strip()
+    except (OSError, ValueError):
+        return
+    start, end = settings.PORT_RANGE
+    if start <= high and end - 1 >= low and not reserved:
+        log.warning("PORT_RANGE %s overlaps the ephemeral ports %s-%s of outgoing connections; "
+                    "reserve it with: sysctl -w net.ipv4.ip_local_reserved_ports=%s-%s",
+                    list(settings.PORT_RANGE), low, high, start, end - 1)
 
 
 def _keep_in_storage(ctx: WorkerContext, record: dict) -> bool:
