@@ -51,7 +51,9 @@ def replying(func):
         finally:
             liveness.finished(self.request.id)
         ctx.store.reply(self.request.id, jobs.encode_reply(result))
-        return result
+        # Nothing for Celery: the result went to the caller, and Celery would log it (tool
+        # output is user data) in its "succeeded" line.
+        return None
 
     return wrapper
 
