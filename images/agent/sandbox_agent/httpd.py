@@ -63,13 +63,7 @@ class Request:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             yield from _iter_chunked(rfile)
         else:
-            remaining = _content_length(self.headers)
-            while remaining > 0:
-                data = rfile.read(min(CHUNK, remaining))
-                if not data:
-                    raise bad_request("request body ended early")
-                remaining -= len(data)
-                yield data
+            yield from _read_exactly(rfile, _content_length(self.headers))
         self.finished = True
 
     def body(self) -> bytes:
@@ -155,6 +149,16 @@ def _content_length(headers: Any) -> int:
     return value
 
 
+def _read_exactly(rfile: BinaryIO, size: int) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of the body, in pieces of at most CHUNK."""
+    while size > 0:
+        data = rfile.read(min(CHUNK, size))
+        if not data:
+            raise bad_request("request body ended early")
+        size -= len(data)
+        yield data
+
+
 def _iter_chunked(rfile: BinaryIO) -> Iterator[bytes]:
     while True:
         line = rfile.readline(1024)
@@ -168,12 +172,7 @@ def _iter_chunked(rfile: BinaryIO) -> Iterator[bytes]:
             while rfile.readline(8192).strip():  # trailers
                 pass
             return
-        while size > 0:
-            data = rfile.read(min(CHUNK, size))
-            if not data:
-                raise bad_request("request body ended early")
-            size -= len(data)
-            yield data
+        yield from _read_exactly(rfile, size)
         rfile.readline(8)  # CRLF after the chunk
 
 
