@@ -17,7 +17,7 @@ from typing import Any
 from celery import Celery
 
 from .errors import SandboxError, Unavailable
-from .store import NS, Store
+from .store import Store
 
 #: Seconds of waiting for a reply between two looks at the health of the worker running the job.
 WATCH_SLICE = 3
@@ -54,7 +54,7 @@ class JobClient:
     def run(self, name: str, kwargs: dict, queue: str, timeout: float) -> Any:
         """Send a job and block until its reply, or raise Unavailable after ``timeout`` seconds."""
         job_id = uuid.uuid4().hex
-        waiting = f"{NS}waiting:{job_id}"
+        waiting = self.store.waiting_key(job_id)
         self.store.redis.set(waiting, "1", ex=max(1, int(timeout) + 5))
         self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
                               argsrepr="()", kwargsrepr=_describe(kwargs))
@@ -63,7 +63,7 @@ class JobClient:
             if self.store.redis.delete(waiting):
                 raise Unavailable(f"no worker answered {name} on queue {queue} within {timeout:g}s")
             # The reply landed between the timeout and our delete: take it.
-            popped = self.store.redis.blpop(f"{NS}reply:{job_id}", timeout=5)
+            popped = self.store.redis.blpop(self.store.reply_key(job_id), timeout=5)
             if popped is None:
                 raise Unavailable(f"{name} reply was lost")
         return decode_reply(popped[1])
@@ -71,7 +71,7 @@ class JobClient:
     def _wait(self, name: str, job_id: str, queue: str, timeout: float):
         """BLPOP the reply. Past the first slice, also watch the worker running the job: if it
         dies, say so now rather than at the timeout (a lifecycle job is then redelivered)."""
-        reply_key = f"{NS}reply:{job_id}"
+        reply_key = self.store.reply_key(job_id)
         deadline = time.monotonic() + timeout
         runner = None
         while True:
@@ -83,7 +83,7 @@ class JobClient:
                 return popped
             runner = self.store.worker_of(job_id) or runner
             if runner and not self.store.worker_alive(runner):
-                self.store.redis.delete(f"{NS}waiting:{job_id}")
+                self.store.redis.delete(self.store.waiting_key(job_id))
                 raise Unavailable(f"worker {runner} died while running {name}; "
                                   "a create or release is retried by another worker")
 

@@ -350,9 +350,21 @@ class Store:
     def unlock(self, key: str) -> None:
         self.redis.delete(f"{NS}lock:{key}")
 
+    @staticmethod
+    def waiting_key(job_id: str) -> str:
+        """Exists while a caller waits for the job's reply (its TTL is the caller's patience)."""
+        return f"{NS}waiting:{job_id}"
+
+    @staticmethod
+    def reply_key(job_id: str) -> str:
+        return f"{NS}reply:{job_id}"
+
+    def is_waited(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.waiting_key(job_id)))
+
     def reply(self, job_id: str, body: str) -> bool:
         """Give a job's result to the API process waiting for it; False if nobody waits any more."""
-        return bool(self._reply(keys=[f"{NS}waiting:{job_id}", f"{NS}reply:{job_id}"], args=[body]))
+        return bool(self._reply(keys=[self.waiting_key(job_id), self.reply_key(job_id)], args=[body]))
 
     # -- the fleet's epoch: tells a worker whether Redis lost the state it knew ----------------
 

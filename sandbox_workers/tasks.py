@@ -14,7 +14,6 @@ from typing import Any
 from celery import shared_task
 
 from sandbox_core import jobs
-from sandbox_core import store as states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
@@ -67,13 +66,13 @@ def fleet(ctx) -> Fleet:
 def create(self, ctx, name: str, replaces: str | None = None) -> str:
     record = ctx.store.get(name)
     waited = not (record or {}).get("pool_type")
-    if waited and not ctx.store.redis.exists(f"{states.NS}waiting:{self.request.id}"):
+    if waited and not ctx.store.is_waited(self.request.id):
         # The caller gave up before any worker got here: give the slot back, start nothing.
         log.info("sandbox %s: create abandoned by its caller before it started", name)
         lifecycle.fail(ctx, name, "the caller stopped waiting before the create started")
         return name
     lifecycle.create_sandbox(ctx, name, replaces=replaces)
-    if waited and not ctx.store.redis.exists(f"{states.NS}waiting:{self.request.id}"):
+    if waited and not ctx.store.is_waited(self.request.id):
         log.warning("sandbox %s: its caller stopped waiting; releasing it", name)
         fleet(ctx).release(name)
     return name
