@@ -107,14 +107,9 @@ def supervise(argv: list[str], before_stop) -> int:
 
 def drain(settings, host: str, alive=lambda: True) -> int:
     """Release every sandbox of ``host`` and wait for the teardowns. Returns how many are left."""
-    from sandbox_core.celery_app import make_celery
     from sandbox_core.fleet import Fleet
-    from sandbox_core.jobs import JobClient
-    from sandbox_core.store import Store
 
-    store = Store.connect(settings)
-    fleet = Fleet(settings, store, JobClient(make_celery(settings), store))
-    left = fleet.drain(host, DRAIN_TIMEOUT, alive)
+    left = Fleet.connect(settings).drain(host, DRAIN_TIMEOUT, alive)
     print(f"sandbox-fleet: drained host {host}; {left} sandboxes left for the next reconcile",
           file=sys.stderr, flush=True)
     return left

@@ -13,13 +13,10 @@ from flask import Flask, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from sandbox_core.celery_app import make_celery
 from sandbox_core.errors import SandboxError
 from sandbox_core.fleet import Fleet
-from sandbox_core.jobs import JobClient
 from sandbox_core.registry import load_extensions
 from sandbox_core.settings import Settings, extensions_from_env, load_settings
-from sandbox_core.store import Store
 
 from . import auth, desktop, proxy, rpc
 
@@ -41,9 +38,7 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
     app.url_map.merge_slashes = True
     app.url_map.strict_slashes = False
 
-    store = Store.connect(settings)
-    app.extensions["sandbox_fleet"] = Fleet(
-        settings, store, JobClient(make_celery(settings, "sandbox_api"), store))
+    app.extensions["sandbox_fleet"] = Fleet.connect(settings, "sandbox_api")
 
     auth.init_app(app)
     app.register_blueprint(rpc.bp)

@@ -210,15 +210,10 @@ class LocalHost:
         """Release this host's sandboxes (as runtime-sandbox-server does with AUTO_CLEANUP), then
         stop its workers."""
         if drain:
-            from sandbox_core.celery_app import make_celery
             from sandbox_core.fleet import Fleet
-            from sandbox_core.jobs import JobClient
             from sandbox_core.settings import load_settings
-            from sandbox_core.store import Store
 
-            settings = load_settings(str(self.config), environ={})
-            store = Store.connect(settings)
-            Fleet(settings, store, JobClient(make_celery(settings), store)).drain(
+            Fleet.connect(load_settings(str(self.config), environ={})).drain(
                 self.name, 60, lambda: all(p.poll() is None for p in self.procs))
         for proc in self.procs:
             if proc.poll() is None:

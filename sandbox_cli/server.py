@@ -28,13 +28,10 @@ import redis
 
 from backends import backend_class
 from sandbox_core import jobs
-from sandbox_core.celery_app import make_celery
 from sandbox_core.errors import SettingsError
 from sandbox_core.fleet import Fleet
-from sandbox_core.jobs import JobClient
 from sandbox_core.registry import load_extensions
 from sandbox_core.settings import CONFIG_FILE_VAR, EXTENSIONS_VAR, Settings, load_settings
-from sandbox_core.store import Store
 
 log = logging.getLogger("runtime-sandbox-server")
 
@@ -225,8 +222,7 @@ class Supervisor:
         """AUTO_CLEANUP: release this host's sandboxes while its workers still run."""
         if not self.settings.AUTO_CLEANUP:
             return
-        store = Store.connect(self.settings)
-        fleet = Fleet(self.settings, store, JobClient(make_celery(self.settings), store))
+        fleet = Fleet.connect(self.settings)
         host = self.settings.FLEET_HOST_NAME
         worker = self.children.get("worker-lifecycle")
         log.info("AUTO_CLEANUP: releasing the sandboxes of host %s", host)

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import jobs
 from . import store as states
+from .celery_app import make_celery
 from .errors import BadRequest, CapacityExceeded, NotFound, Unavailable
 from .ids import new_session_id
 from .jobs import JobClient
@@ -38,6 +39,12 @@ class Fleet:
         self.settings = settings
         self.store = store
         self.jobs = job_client
+
+    @classmethod
+    def connect(cls, settings: Settings, name: str = "sandbox_fleet") -> Fleet:
+        """A Fleet with its own Redis connection pool and Celery client (nothing connects yet)."""
+        store = Store.connect(settings)
+        return cls(settings, store, JobClient(make_celery(settings, name), store))
 
     @property
     def create_timeout(self) -> float:
