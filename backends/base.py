@@ -12,6 +12,16 @@ LABEL_FLEET = "io.sandbox-fleet.prefix"
 LABEL_HOST = "io.sandbox-fleet.host"
 LABEL_TYPE = "io.sandbox-fleet.type"
 LABEL_NAME = "io.sandbox-fleet.name"
+#: What else a host needs to rebuild a sandbox's record when Redis lost it (sandbox_workers.rebuild).
+LABEL_SANDBOX_TYPE = "io.sandbox-fleet.sandbox-type"
+LABEL_SESSION = "io.sandbox-fleet.session"
+LABEL_POOL = "io.sandbox-fleet.pool"
+LABEL_META = "io.sandbox-fleet.meta"
+LABEL_STORAGE_PATH = "io.sandbox-fleet.storage-path"
+LABEL_DESKTOP_TOKEN = "io.sandbox-fleet.desktop-token"
+LABEL_WORKSPACE_OWNED = "io.sandbox-fleet.workspace-owned"
+LABEL_TIMEOUT = "io.sandbox-fleet.timeout"
+LABEL_ENV_KEYS = "io.sandbox-fleet.environment-keys"
 
 
 @dataclass

@@ -32,6 +32,13 @@ QUEUE_SLACK = 30
 CALL_SLACK = 10
 #: Seconds between two heartbeat writes of a busy session.
 TOUCH_EVERY = 1.0
+#: A create whose worker is gone is closed after this many create timeouts without progress (a
+#: re-sent create gets there within seconds; refill_pools counts a pool create stale as late).
+CREATE_GRACE = 2
+#: Seconds between looks at a sandbox no limit applies to, so a limit set at a restart reaches it.
+LIFETIME_RECHECK = 600.0
+#: Records the reaper examines per tick (it runs every WATCHER_SCAN_INTERVAL seconds).
+DEADLINES_PER_TICK = 200
 
 
 class Fleet:
@@ -134,6 +141,9 @@ class Fleet:
                 self.restore(recycled)
             if record["state"] == states.RECYCLED:
                 record = self.store.find(record["container_name"]) or record
+        elif touch and not fresh and not record.get("session_ctx_id") and \
+                record["state"] in (states.RUNNING, states.WARM):
+            self.store.touch_sandbox(record["container_name"])  # no session: its own idle clock
         if record["state"] not in (states.RUNNING, states.WARM):
             raise NotFound(f"sandbox {record['container_name']} is {record['state']}")
         return record
@@ -179,7 +189,7 @@ class Fleet:
         self.jobs.send(jobs.TEARDOWN, {"name": record["container_name"],
                                        "keep_workspace": state == states.RECYCLED},
                        jobs.host_queue(record["host"]))
-        log.info("sandbox %s: %s", record["container_name"], state)
+        log.info("sandbox %s: %s%s", record["container_name"], state, f" ({reason})" if reason else "")
 
     def cleanup(self, host: str | None = None) -> int:
         """Release every live sandbox (of one host, if given). Returns how many."""
@@ -216,10 +226,15 @@ class Fleet:
     # -- lifecycle: recycling, restoring, pools -----------------------------------------------
 
     def reap_idle(self) -> int:
+        """The reaper's tick: recycle idle sessions, then end what is past its deadline."""
+        return self._recycle_idle_sessions() + self.reap_deadlines()
+
+    def _recycle_idle_sessions(self) -> int:
         """Recycle the sandboxes of sessions idle past HEARTBEAT_TIMEOUT, each once."""
         reaped = 0
         for ctx_id in self.store.idle_sessions(self.settings.HEARTBEAT_TIMEOUT):
-            if not self.store.lock(f"heartbeat:{ctx_id}", self.settings.HEARTBEAT_LOCK_TTL):
+            lock = self.store.lock(f"heartbeat:{ctx_id}", self.settings.HEARTBEAT_LOCK_TTL)
+            if not lock:
                 continue
             try:
                 last = self.store.heartbeat_of(ctx_id)
@@ -232,12 +247,93 @@ class Fleet:
                         reaped += 1
                 self.store.forget_heartbeat(ctx_id)
             finally:
-                self.store.unlock(f"heartbeat:{ctx_id}")
+                self.store.unlock(f"heartbeat:{ctx_id}", lock)
         return reaped
+
+    def reap_deadlines(self) -> int:
+        """End the records whose deadline passed (at most DEADLINES_PER_TICK a tick): a sandbox
+        with no session idle past FLEET_SANDBOX_IDLE_TIMEOUT, any sandbox handed out longer than
+        FLEET_SANDBOX_MAX_LIFETIME ago (both released), a create whose worker is gone (error).
+        Only due records are read: a tick costs one sorted-set read when nothing is due."""
+        lock = self.store.lock("deadlines", self.settings.HEARTBEAT_LOCK_TTL)
+        if not lock:
+            return 0  # another beat is sweeping
+        ended = 0
+        try:
+            for name in self.store.due_deadlines(DEADLINES_PER_TICK):
+                record = self.store.get(name)
+                reason, look_again = self._deadline(record) if record else (None, None)
+                if reason:
+                    ended += self._end(record, reason)
+                elif look_again:
+                    self.store.reschedule(name, look_again)
+                if reason or not look_again:
+                    self.store.forget_deadline(name)
+        finally:
+            self.store.unlock("deadlines", lock)
+        return ended
+
+    def _deadline(self, record: dict) -> tuple[str | None, float | None]:
+        """(why the record ends now, or None; else when to look again, or None: never)."""
+        state, now = record["state"], time.time()
+        if state == states.CREATING:
+            return self._create_deadline(record, now)
+        if state not in (states.WARM, states.RUNNING):
+            return None, None  # released, recycled, replaced, error: nothing holds a slot
+        ends = []
+        idle, max_life = self.settings.sandbox_idle_timeout, self.settings.FLEET_SANDBOX_MAX_LIFETIME
+        pooled = state == states.WARM and bool(record.get("pool_type"))
+        if max_life:
+            # A warm pool sandbox's lifetime starts when it is claimed (at the earliest now).
+            start = now if pooled else record.get("claimed_at") or record.get("created_at") or now
+            ends.append((start + max_life, f"max_lifetime: handed out over {max_life}s ago"))
+        if idle and not pooled and not record.get("session_ctx_id"):
+            # A session's idleness is the heartbeat's (recycled, not released: it comes back).
+            last = record.get("last_active_at") or record.get("created_at") or now
+            ends.append((last + idle, f"idle_timeout: no call for {idle}s"))
+        elif idle and pooled:
+            ends.append((now + idle, ""))  # claimable at any moment: idle from then on
+        if not ends:
+            return None, now + LIFETIME_RECHECK  # so a limit set at a restart still reaches it
+        at, reason = min(ends)
+        return (reason, None) if at <= now and reason else (None, at)
+
+    def _create_deadline(self, record: dict, now: float) -> tuple[str | None, float | None]:
+        """A create ends as error once it made no progress for CREATE_GRACE create timeouts and
+        no live worker process runs it (a re-sent create refreshes both)."""
+        grace = CREATE_GRACE * self.create_timeout
+        progress = max(record.get("created_at") or 0, record.get("updated_at") or 0)
+        # It may start any moment, and its own limits run from then: look again by the first.
+        ends = [x for x in (self.settings.sandbox_idle_timeout,
+                            self.settings.FLEET_SANDBOX_MAX_LIFETIME) if x]
+        soonest = now + min(ends, default=self.create_timeout)
+        if now < progress + grace:
+            return None, min(progress + grace, soonest)
+        owner = record.get("creating_on")
+        if owner and self.store.worker_alive(owner):
+            return None, min(now + self.create_timeout, soonest)  # slow, but its worker is on it
+        why = f"worker {owner} is gone" if owner else "no worker took it"
+        return f"create_deadline: not created within {grace:g}s and {why}", None
+
+    def _end(self, record: dict, reason: str) -> int:
+        """Release a live record, or close a create as error; 1 if this call did it."""
+        name = record["container_name"]
+        state = states.ERROR if record["state"] == states.CREATING else states.RELEASED
+        if self.store.retire(record, states.RELEASED) is None:
+            return 0  # ended meanwhile
+        self.store.update(name, state=state, recycle_reason=reason)
+        if state == states.ERROR and record.get("pool_type"):
+            self.store.pool_abandon(record["pool_type"], name)
+        if record.get("host"):  # its worker tears the container down (and gives the port back)
+            self.jobs.send(jobs.TEARDOWN, {"name": name, "keep_workspace": False},
+                           jobs.host_queue(record["host"]))
+        log.info("sandbox %s: %s (%s)", name, state, reason)
+        return 1
 
     def restore(self, old_name: str) -> str:
         """Bring a recycled sandbox back as a new one on the same host with the same workspace."""
-        if not self.store.lock(f"restore:{old_name}", int(self.create_timeout)):
+        lock = self.store.lock(f"restore:{old_name}", int(self.create_timeout))
+        if not lock:
             return self._await_restore(old_name)
         try:
             old = self.store.get(old_name)
@@ -256,7 +352,7 @@ class Fleet:
             return self.jobs.run(jobs.CREATE, {"name": name, "replaces": old_name},
                                  jobs.host_queue(old["host"]), self.create_timeout)
         finally:
-            self.store.unlock(f"restore:{old_name}")
+            self.store.unlock(f"restore:{old_name}", lock)
 
     def _await_restore(self, old_name: str) -> str:
         """Another request is restoring this sandbox: wait for it to finish (bounded)."""

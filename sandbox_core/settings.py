@@ -245,6 +245,15 @@ class Settings:
     FLEET_MAX_BODY_MB: int = _setting(
         64, _positive_int, "largest request body (file uploads) the API accepts, MiB", fleet=True)
 
+    # Lifetimes: every sandbox ends even if its client never releases it (docs/reliability.md)
+    FLEET_SANDBOX_IDLE_TIMEOUT: int | None = _setting(
+        None, lambda text: _non_negative_int(text) if text.strip() else None,
+        "seconds without a call before a sandbox with no session is released; "
+        "unset = HEARTBEAT_TIMEOUT, 0 = never", fleet=True)
+    FLEET_SANDBOX_MAX_LIFETIME: int = _setting(
+        0, _non_negative_int, "seconds after it is handed out that any sandbox is released, "
+        "busy or not; 0 = no limit", fleet=True)
+
     def __post_init__(self) -> None:
         if not self.FLEET_HOST_NAME:
             object.__setattr__(self, "FLEET_HOST_NAME", socket.gethostname())
@@ -267,6 +276,12 @@ class Settings:
         if self.HEARTBEAT_SCAN_INTERVAL is None:
             return self.WATCHER_SCAN_INTERVAL
         return self.HEARTBEAT_SCAN_INTERVAL
+
+    @property
+    def sandbox_idle_timeout(self) -> int:
+        if self.FLEET_SANDBOX_IDLE_TIMEOUT is None:
+            return self.HEARTBEAT_TIMEOUT
+        return self.FLEET_SANDBOX_IDLE_TIMEOUT
 
     def image_uri(self, image_name: str) -> str:
         """``runtime-sandbox-base`` -> ``agentscope/runtime-sandbox-base:latest`` (upstream's rule)."""

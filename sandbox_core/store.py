@@ -12,6 +12,7 @@ Keys (``N`` = the namespace, ``sandbox_fleet:``):
   N sessions               set    session ids with at least one sandbox
   N heartbeats             zset   session id -> last touch (the reaper reads only the expired)
   N pool_pending:<type>    zset   pooled creates in flight -> start time
+  N deadlines              zset   record name -> when the reaper next looks at its lifetime
   <REDIS_CONTAINER_POOL_KEY>:<type>  list  warm sandboxes ready to claim
   <REDIS_PORT_KEY>:<host>            set   ports taken on that host
 """
@@ -19,6 +20,7 @@ Keys (``N`` = the namespace, ``sandbox_fleet:``):
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable
 
@@ -62,7 +64,7 @@ while true do
   local key = ARGV[1] .. 'sandbox:' .. name
   if redis.call('HGET', key, 'state') == 'warm' then
     redis.call('HSET', key, 'state', 'running', 'meta', ARGV[3], 'session_ctx_id', ARGV[2],
-               'last_active_at', ARGV[4], 'updated_at', ARGV[4])
+               'last_active_at', ARGV[4], 'updated_at', ARGV[4], 'claimed_at', ARGV[4])
     if ARGV[2] ~= '' then
       redis.call('SADD', ARGV[1] .. 'session:' .. ARGV[2], name)
       redis.call('SADD', KEYS[2], ARGV[2])
@@ -140,6 +142,12 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1], 'last_active_at', ARGV[2], 'update
 return 1
 """
 
+# Delete a lock only if it is still ours.  KEYS: lock  ARGV: token
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 # Hand a job's reply to its waiter, if one still waits.  KEYS: waiting flag, reply list  ARGV: body
 _REPLY = """
 if redis.call('DEL', KEYS[1]) == 1 then
@@ -169,6 +177,7 @@ class Store:
         self._touch = client.register_script(_TOUCH)
         self._reply = client.register_script(_REPLY)
         self._finish = client.register_script(_FINISH)
+        self._unlock = client.register_script(_UNLOCK)
 
     @classmethod
     def connect(cls, settings: Settings, max_connections: int = 256) -> Store:
@@ -219,10 +228,12 @@ class Store:
         self.redis.delete(self.record_key(name))
 
     def open_record(self, name: str, **fields: object) -> None:
-        """Write the record of a sandbox about to be created (state ``creating``)."""
+        """Write the record of a sandbox about to be created (state ``creating``), and have the
+        reaper look at it soon: every record gets a deadline (see Fleet.reap_deadlines)."""
         stamp = now()
         self.put(name, container_name=name, state=CREATING, created_at=stamp, updated_at=stamp,
                  **fields)
+        self.reschedule(name, stamp)
 
     # -- capacity ----------------------------------------------------------------------------
 
@@ -323,6 +334,23 @@ class Store:
     def remove_from_host(self, host: str, name: str) -> None:
         self.redis.srem(self.host_key(host), name)
 
+    # -- lifetimes and deadlines (read by Fleet.reap_deadlines) -------------------------------
+
+    def due_deadlines(self, limit: int) -> list[str]:
+        """Names whose deadline has come, oldest first, at most ``limit`` (one reaper tick)."""
+        return self.redis.zrangebyscore(f"{NS}deadlines", "-inf", now(), start=0, num=limit)
+
+    def reschedule(self, name: str, at: float) -> None:
+        """The reaper looks at this record again at ``at`` (never later than it may expire)."""
+        self.redis.zadd(f"{NS}deadlines", {name: at})
+
+    def forget_deadline(self, name: str) -> None:
+        self.redis.zrem(f"{NS}deadlines", name)
+
+    def touch_sandbox(self, name: str) -> None:
+        """A call reached a sandbox with no session: it is not idle (FLEET_SANDBOX_IDLE_TIMEOUT)."""
+        self.redis.hset(self.record_key(name), "last_active_at", now())
+
     # -- ports -------------------------------------------------------------------------------
 
     def take_port(self, host: str, name: str, offset: int) -> int:
@@ -343,12 +371,15 @@ class Store:
 
     # -- locks and job replies ---------------------------------------------------------------
 
-    def lock(self, key: str, ttl: int) -> bool:
-        """A lock that holds across every process of the fleet, until ttl or unlock."""
-        return bool(self.redis.set(f"{NS}lock:{key}", "1", nx=True, ex=ttl))
+    def lock(self, key: str, ttl: int) -> str | None:
+        """A lock that holds across every process of the fleet, until ttl or unlock: the owner's
+        token, or None if another holds it."""
+        token = secrets.token_hex(8)
+        return token if self.redis.set(f"{NS}lock:{key}", token, nx=True, ex=ttl) else None
 
-    def unlock(self, key: str) -> None:
-        self.redis.delete(f"{NS}lock:{key}")
+    def unlock(self, key: str, token: str) -> None:
+        """Free a lock we hold; one that expired and was taken by another stays theirs."""
+        self._unlock(keys=[f"{NS}lock:{key}"], args=[token])
 
     @staticmethod
     def waiting_key(job_id: str) -> str:
@@ -410,7 +441,8 @@ class Store:
 
 
 _JSON_FIELDS = ("meta", "ports", "environment")
-_FLOAT_FIELDS = ("last_active_at", "recycled_at", "released_at", "updated_at", "created_at")
+_FLOAT_FIELDS = ("last_active_at", "recycled_at", "released_at", "updated_at", "created_at",
+                 "claimed_at")
 _INT_FIELDS = ("port", "timeout")
 
 

@@ -13,13 +13,13 @@ import shutil
 import socket
 import time
 
-from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE, ContainerSpec
+from backends.base import ContainerSpec
 from sandbox_core import jobs
 from sandbox_core import store as states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError
-from sandbox_core.registry import base_type, get_spec
+from sandbox_core.registry import get_spec
 
-from . import liveness
+from . import liveness, rebuild
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
             image=spec.image,
             host_port=0,  # chosen by _start
             environment={**environment, "SECRET_TOKEN": token, "NGINX_TIMEOUT": str(spec.timeout)},
-            labels={LABEL_FLEET: ctx.settings.CONTAINER_PREFIX_KEY, LABEL_HOST: ctx.host,
-                    LABEL_TYPE: base_type(record["sandbox_type"]), LABEL_NAME: name},
+            labels=rebuild.labels_of(ctx.settings, ctx.host, record),
             workspace=workspace,
             readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
             memory=spec.resource_limits.get("memory"),
@@ -136,6 +135,8 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
         if kept and not keep_workspace and record.get("mount_dir") and \
                 record.get("workspace_owned") != "0":
             shutil.rmtree(record["mount_dir"], ignore_errors=True)
+    if keep_workspace and record:
+        rebuild.write_marker(ctx.settings, record)  # a Redis loss must not lose the session
     ctx.store.remove_from_host(ctx.host, name)
     log.info("sandbox %s: torn down%s", name, " (workspace kept)" if keep_workspace else "")
 

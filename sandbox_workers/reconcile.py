@@ -6,21 +6,24 @@
      whose create died with its worker, is closed (state ``error``), and the leftovers of closed
      records are torn down;
   3. a port that no record on this host holds is freed, and an instance slot with no record at all
-     is given back.
+     is given back;
+  4. the recycle markers of sandboxes restored or released since are removed.
 
 ``adopt`` runs instead of step 1 when Redis lost the fleet's state while the workers ran (its
-epoch marker vanished): records are rebuilt from the containers' labels, so clients carry on.
+epoch marker vanished): records are rebuilt from the containers' labels and the recycle markers,
+so clients carry on.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
-from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_TYPE, Container
+from backends.base import LABEL_FLEET, LABEL_HOST, Container
 from sandbox_core import store as states
 
-from . import lifecycle
+from . import lifecycle, rebuild
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,8 @@ def reconcile(ctx: WorkerContext) -> dict:
     containers = _our_containers(ctx)
     report = {"removed": _remove_unclaimed(ctx, containers),
               "closed": _close_orphaned_records(ctx, containers),
-              "freed_ports": _free_unheld_ports(ctx)}
+              "freed_ports": _free_unheld_ports(ctx),
+              "pruned_markers": _prune_markers(ctx)}
     _give_back_lost_slots(ctx)
     if any(report.values()):
         log.info("reconcile %s: %s", ctx.host, report)
@@ -102,11 +106,13 @@ def _give_back_lost_slots(ctx: WorkerContext) -> None:
 
 
 def adopt(ctx: WorkerContext) -> list[str]:
-    """Rebuild the records of this host's running sandboxes from their containers.
+    """Rebuild the records of this host's sandboxes after the state store lost them: the live ones
+    from their containers' labels, the recycled ones from their markers (see ``rebuild``).
 
-    What Redis alone knew is lost: the client's session id and whether a sandbox was still warm in
-    a pool. An adopted sandbox is ``running`` in a session of its own name, so a client that still
-    uses it carries on, and one nobody touches is recycled after HEARTBEAT_TIMEOUT.
+    Lost all the same: whether a pooled sandbox was still warm, and which session claimed it (a
+    claim comes after its labels are set). Such a sandbox is ``running`` in a session of its own
+    name, so a client that still uses it carries on, and one nobody touches is recycled after
+    HEARTBEAT_TIMEOUT.
     """
     adopted = []
     for name, listed in _our_containers(ctx).items():
@@ -118,19 +124,57 @@ def adopt(ctx: WorkerContext) -> list[str]:
             log.info("sandbox %s: cannot adopt it (not running or not ours); removing", name)
             ctx.backend.remove(listed.id)
             continue
-        session_id = name.removeprefix(ctx.settings.CONTAINER_PREFIX_KEY)
+        fields = rebuild.fields_from_labels(ctx.settings, container)
+        session = fields.pop("session_ctx_id") or (name if fields["pool_type"] else None)
+        meta = fields.pop("meta") or ({"session_ctx_id": session} if session else {})
         ctx.store.open_record(
-            name, session_id=session_id, sandbox_type=container.labels.get(LABEL_TYPE, "base"),
-            meta={"session_ctx_id": name}, session_ctx_id=name, host=ctx.host, adopted=True,
+            name, session_id=name.removeprefix(ctx.settings.CONTAINER_PREFIX_KEY), meta=meta,
+            session_ctx_id=session, host=ctx.host, adopted=True,
             container_id=container.id, port=container.host_port, ports=[str(container.host_port)],
             url=f"http://localhost:{container.host_port}", runtime_token=token,
-            mount_dir=container.workspace, workspace_owned=True, version=container.image,
-            timeout=ctx.settings.RUNTIME_SANDBOX_TIMEOUT)
+            mount_dir=container.workspace, version=container.image, **fields)
         ctx.store.redis.sadd(f"{states.NS}live", name)
         ctx.store.redis.sadd(ctx.store.ports_key(ctx.host), container.host_port)
         ctx.store.add_to_host(ctx.host, name)
-        ctx.store.finish_create(name, states.RUNNING)
-        ctx.store.join_session(name, name)
+        # As at create: a sandbox with no session is "warm" out of any pool (and has an idle limit).
+        ctx.store.finish_create(name, states.RUNNING if session else states.WARM)
+        if session:
+            ctx.store.join_session(name, session)
         adopted.append(name)
         log.info("sandbox %s: adopted after the state store lost its records", name)
+    return adopted + _adopt_recycled(ctx)
+
+
+def _adopt_recycled(ctx: WorkerContext) -> list[str]:
+    """Bring back recycled records from their markers, so a session's next call restores the
+    sandbox with its workspace. A marker whose workspace is gone, or in use by a live sandbox (it
+    was restored since), is stale and removed."""
+    in_use = {r.get("mount_dir") for r in map(ctx.store.get, ctx.store.host_names(ctx.host)) if r}
+    adopted = []
+    for marker in rebuild.read_markers(ctx.settings, ctx.host):
+        name = marker["container_name"]
+        if ctx.store.get(name):
+            continue
+        if marker["mount_dir"] in in_use or not os.path.isdir(marker["mount_dir"]):
+            rebuild.remove_marker(ctx.settings, name)
+            continue
+        in_use.add(marker["mount_dir"])
+        ctx.store.put(name, **{k: marker.get(k) for k in rebuild.MARKER_FIELDS},
+                      state=states.RECYCLED, adopted=True, updated_at=time.time())
+        ctx.store.join_session(name, marker["session_ctx_id"])
+        adopted.append(name)
+        log.info("sandbox %s: recycled record rebuilt from its marker after the state store "
+                 "lost its records", name)
     return adopted
+
+
+def _prune_markers(ctx: WorkerContext) -> int:
+    """Remove the recycle markers of sandboxes restored or released since. A marker without any
+    record stays: after a Redis loss it is what adopt rebuilds the record from."""
+    pruned = 0
+    for marker in rebuild.read_markers(ctx.settings, ctx.host):
+        record = ctx.store.get(marker["container_name"])
+        if (record and record["state"] != states.RECYCLED) or not os.path.isdir(marker["mount_dir"]):
+            rebuild.remove_marker(ctx.settings, marker["container_name"])
+            pruned += 1
+    return pruned
