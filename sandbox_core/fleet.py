@@ -11,6 +11,7 @@ import os
 import posixpath
 import secrets
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -95,9 +96,12 @@ class Fleet:
             session_ctx_id=_session_of(meta), environment={k: str(v) for k, v in
                                                            (environment or {}).items()},
             mount_dir=mount_dir, workspace_owned=not mount_dir, storage_path=storage_path,
-            version=spec.image, desktop_token=secrets.token_hex(16), timeout=spec.timeout)
+            version=spec.image, desktop_token=secrets.token_hex(16), timeout=spec.timeout,
+            memory=own_limits.get("memory"), cpus=own_limits.get("cpu"),
+            create_job=(job_id := uuid.uuid4().hex))
         self._reserve(name)
-        return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout)
+        return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout,
+                             job_id=job_id, resend_if_lost=True)
 
     def _storage_path(self, requested: str | None, session_id: str) -> str | None:
         """Where the workspace is kept: STORAGE_FOLDER/<id>, or the client's path inside
@@ -212,6 +216,9 @@ class Fleet:
             self.cleanup(host)
         return len(self.store.host_names(host))
 
+        # From now on the host's workers start no create (a refill another host's beat sent, or a
+        # client's): each one either is in host_names below, and torn down, or never starts.
+        self.store.start_draining(host, int(timeout) + 60)
     def status(self) -> dict:
         """What an operator wants at a glance: pools, live sandboxes, the cap."""
         pools = {}
@@ -346,11 +353,14 @@ class Fleet:
                 session_ctx_id=old.get("session_ctx_id"), environment=old.get("environment") or {},
                 mount_dir=old.get("mount_dir"), workspace_owned=old.get("workspace_owned") != "0",
                 storage_path=old.get("storage_path"), version=old.get("version"),
-                desktop_token=secrets.token_hex(16), timeout=old.get("timeout"))
+                desktop_token=secrets.token_hex(16), timeout=old.get("timeout"),
+                memory=old.get("memory"), cpus=old.get("cpus"),
+                create_job=(job_id := uuid.uuid4().hex))
             self._reserve(name)
             log.info("sandbox %s: restoring as %s", old_name, name)
             return self.jobs.run(jobs.CREATE, {"name": name, "replaces": old_name},
-                                 jobs.host_queue(old["host"]), self.create_timeout)
+                                 jobs.host_queue(old["host"]), self.create_timeout,
+                                 job_id=job_id, resend_if_lost=True)
         finally:
             self.store.unlock(f"restore:{old_name}", lock)
 

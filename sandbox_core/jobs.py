@@ -10,6 +10,7 @@ caller gave up is noticed by the worker, which then releases the sandbox instead
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -19,8 +20,12 @@ from celery import Celery
 from .errors import SandboxError, Unavailable
 from .store import Store
 
+log = logging.getLogger(__name__)
+
 #: Seconds of waiting for a reply between two looks at the health of the worker running the job.
-WATCH_SLICE = 3
+WATCH_SLICE = 1
+#: How often one job is sent again because the worker running it died.
+MAX_RESENDS = 3
 
 #: The shared queue every worker host consumes: creates go to whichever host has a free thread.
 CREATE_QUEUE = "sandbox.create"
@@ -44,6 +49,14 @@ def call_queue(host: str) -> str:
     return f"host.{host}.calls"
 
 
+class WorkerLost(Exception):
+    """The worker process running a job stopped beating."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(node)
+        self.node = node
+
+
 class JobClient:
     """Sends jobs and waits for their replies (used by the API and the server command)."""
 
@@ -51,14 +64,31 @@ class JobClient:
         self.celery = celery
         self.store = store
 
-    def run(self, name: str, kwargs: dict, queue: str, timeout: float) -> Any:
-        """Send a job and block until its reply, or raise Unavailable after ``timeout`` seconds."""
-        job_id = uuid.uuid4().hex
+    def run(self, name: str, kwargs: dict, queue: str, timeout: float, *,
+            job_id: str | None = None, resend_if_lost: bool = False) -> Any:
+        """Send a job and block until its reply, or raise Unavailable after ``timeout`` seconds.
+
+        With ``resend_if_lost`` (idempotent jobs: creates), a job whose worker dies is sent again,
+        under the same id, for a live worker to take over; otherwise the caller is told at once.
+        """
+        job_id = job_id or uuid.uuid4().hex
         waiting = self.store.waiting_key(job_id)
         self.store.redis.set(waiting, "1", ex=max(1, int(timeout) + 5))
-        self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
-                              argsrepr="()", kwargsrepr=_describe(kwargs))
-        popped = self._wait(name, job_id, queue, timeout)
+        deadline = time.monotonic() + timeout
+        self._send_waited(name, kwargs, queue, job_id, timeout)
+        popped = None
+        for _ in range(MAX_RESENDS + 1):
+            try:
+                popped = self._wait(name, job_id, deadline)
+                break
+            except WorkerLost as lost:
+                left = deadline - time.monotonic()
+                if not resend_if_lost or left <= 1:
+                    self.store.redis.delete(waiting)
+                    raise Unavailable(f"worker {lost.node} died while running {name}; "
+                                      "try again") from None
+                log.warning("job %s (%s): worker %s died; sending it again", job_id, name, lost.node)
+                self._send_waited(name, kwargs, queue, job_id, left)
         if popped is None:
             if self.store.redis.delete(waiting):
                 raise Unavailable(f"no worker answered {name} on queue {queue} within {timeout:g}s")
@@ -68,11 +98,14 @@ class JobClient:
                 raise Unavailable(f"{name} reply was lost")
         return decode_reply(popped[1])
 
-    def _wait(self, name: str, job_id: str, queue: str, timeout: float):
-        """BLPOP the reply. Past the first slice, also watch the worker running the job: if it
-        dies, say so now rather than at the timeout (a lifecycle job is then redelivered)."""
+    def _send_waited(self, name: str, kwargs: dict, queue: str, job_id: str, timeout: float) -> None:
+        self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
+                              argsrepr="()", kwargsrepr=_describe(kwargs))
+
+    def _wait(self, name: str, job_id: str, deadline: float):
+        """BLPOP the reply until the deadline (None then). Past the first slice, also watch the
+        worker running the job, and raise WorkerLost as soon as it stops beating."""
         reply_key = self.store.reply_key(job_id)
-        deadline = time.monotonic() + timeout
         runner = None
         while True:
             left = deadline - time.monotonic()
@@ -83,9 +116,7 @@ class JobClient:
                 return popped
             runner = self.store.worker_of(job_id) or runner
             if runner and not self.store.worker_alive(runner):
-                self.store.redis.delete(self.store.waiting_key(job_id))
-                raise Unavailable(f"worker {runner} died while running {name}; "
-                                  "a create or release is retried by another worker")
+                raise WorkerLost(runner)
 
     def send(self, name: str, kwargs: dict, queue: str, countdown: float | None = None) -> None:
         """Send a job nobody waits for (teardowns, refills)."""

@@ -13,6 +13,8 @@ Keys (``N`` = the namespace, ``sandbox_fleet:``):
   N heartbeats             zset   session id -> last touch (the reaper reads only the expired)
   N pool_pending:<type>    zset   pooled creates in flight -> start time
   N deadlines              zset   record name -> when the reaper next looks at its lifetime
+  N draining:<host>        string set while a host shuts down: its workers start no creates
+  N worker:<node>          hash   a live worker process and the jobs it runs (TTL: its heartbeat)
   <REDIS_CONTAINER_POOL_KEY>:<type>  list  warm sandboxes ready to claim
   <REDIS_PORT_KEY>:<host>            set   ports taken on that host
 """
@@ -142,6 +144,19 @@ redis.call('HSET', KEYS[1], 'state', ARGV[1], 'last_active_at', ARGV[2], 'update
 return 1
 """
 
+# Make this worker process the owner of a create, unless a live one already is (a copy of the job
+# that was re-sent after its worker died must not run beside the original).
+# KEYS: record  ARGV: host, node, worker-key prefix.  1: ours now; 0: not creating; -1: a live owner
+_OWN_CREATE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'creating' then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'creating_on')
+if owner and owner ~= '' and owner ~= ARGV[2] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
+  return -1
+end
+redis.call('HSET', KEYS[1], 'host', ARGV[1], 'creating_on', ARGV[2])
+return 1
+"""
+
 # Delete a lock only if it is still ours.  KEYS: lock  ARGV: token
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -178,6 +193,7 @@ class Store:
         self._reply = client.register_script(_REPLY)
         self._finish = client.register_script(_FINISH)
         self._unlock = client.register_script(_UNLOCK)
+        self._own_create = client.register_script(_OWN_CREATE)
 
     @classmethod
     def connect(cls, settings: Settings, max_connections: int = 256) -> Store:
@@ -324,6 +340,21 @@ class Store:
     def finish_create(self, name: str, state: str) -> bool:
         """creating -> warm/running; False if the sandbox was released while it started."""
         return bool(self._finish(keys=[self.record_key(name)], args=[state, now()]))
+
+    def own_create(self, name: str, host: str, node: str) -> int:
+        """Make worker ``node`` on ``host`` the owner of a create: 1 if it now is, 0 if the record
+        is no longer creating, -1 if another live worker process runs it."""
+        return int(self._own_create(keys=[self.record_key(name)], args=[host, node, f"{NS}worker:"]))
+
+    def start_draining(self, host: str, ttl: int) -> None:
+        """A host is shutting down: its workers start no more creates (until ttl or stop_draining)."""
+        self.redis.set(f"{NS}draining:{host}", "1", ex=max(1, int(ttl)))
+
+    def stop_draining(self, host: str) -> None:
+        self.redis.delete(f"{NS}draining:{host}")
+
+    def is_draining(self, host: str) -> bool:
+        return bool(self.redis.exists(f"{NS}draining:{host}"))
 
     def host_names(self, host: str) -> set[str]:
         return self.redis.smembers(self.host_key(host))

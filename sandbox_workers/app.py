@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 
 from celery import Celery, bootsteps
-from celery.signals import celeryd_init
+from celery.signals import celeryd_init, worker_shutdown
 from kombu import Queue
 
 from sandbox_core import jobs
@@ -85,10 +85,12 @@ class HostStartup(bootsteps.StartStopStep):
         liveness.NODE = f"{worker.hostname}:{os.getpid()}"  # a restarted worker is a new node
         self.heartbeat = Heartbeat(ctx.store, liveness.NODE)
         self.heartbeat.start()
+        _started.append(self)
         consumed = set(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         if jobs.host_queue(ctx.host) not in consumed:
             return
         warn_if_ports_shared(ctx.settings)
+        ctx.store.stop_draining(ctx.host)  # a host started again serves creates again
         epoch = ctx.store.open_epoch()
         log.info("host %s ready (backend %s); reconcile: %s", ctx.host, ctx.backend.name,
                  reconcile(ctx))
@@ -112,10 +114,22 @@ class HostStartup(bootsteps.StartStopStep):
 
     def stop(self, worker) -> None:
         self.stopping.set()
-        if self.heartbeat:
-            self.heartbeat.stop()
-        current().agent.close()
-        current().backend.close()
+
+
+#: The started step, closed by ``worker_shutdown``: bootsteps stop before the pool has finished
+#: its jobs, and a heartbeat that signed off then would have their callers think them lost.
+_started: list[HostStartup] = []
+
+
+@worker_shutdown.connect
+def _sign_off(**_: object) -> None:
+    """After the last job finished: stop beating, close the agent and backend connections."""
+    for step in _started:
+        if step.heartbeat:
+            step.heartbeat.stop()
+    ctx = current()
+    ctx.agent.close()
+    ctx.backend.close()
 
 
 app.steps["worker"].add(HostStartup)

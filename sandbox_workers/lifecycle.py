@@ -16,7 +16,7 @@ import time
 from backends.base import ContainerSpec
 from sandbox_core import jobs
 from sandbox_core import store as states
-from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError
+from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
 
 from . import liveness, rebuild
@@ -29,6 +29,14 @@ PORT_ATTEMPTS = 5
 
 def workspace_dir(ctx: WorkerContext, session_id: str) -> str:
     return os.path.abspath(os.path.join(ctx.settings.DEFAULT_MOUNT_DIR, session_id))
+
+class CreateOwnedElsewhere(Exception):
+    """Another live worker process runs this create: this copy of the job does nothing."""
+
+
+class HostDraining(Unavailable):
+    """This host is shutting down and starts no more sandboxes."""
+
 
 
 def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None) -> str:
@@ -46,10 +54,19 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         raise BadRequest(f"sandbox {name}: cannot create from state {record['state']}")
 
     spec = get_spec(ctx.settings, record["sandbox_type"])
+    # This worker process owns the create from now on; a copy of the job sent again after an
+    # owner's death takes over only once that owner stopped beating.
+    owned = ctx.store.own_create(name, ctx.host, liveness.NODE)
+    if owned < 0:
+        raise CreateOwnedElsewhere(name)
+    if owned == 0:
+        return create_sandbox(ctx, name, replaces=replaces)  # finished or closed meanwhile
     environment = {**spec.environment, **(record.get("environment") or {})}
     ctx.store.add_to_host(ctx.host, name)
-    # Which worker process runs this create: reconcile closes it if that process dies.
-    ctx.store.update(name, host=ctx.host, creating_on=liveness.NODE)
+    if ctx.store.is_draining(ctx.host):  # checked after add_to_host: see Fleet.drain
+        ctx.store.remove_from_host(ctx.host, name)
+        ctx.store.update(name, host=None, creating_on=None)
+        raise HostDraining(f"host {ctx.host} is shutting down")
     ctx.backend.remove(name)  # leftovers of an earlier, interrupted attempt
     try:
         token = secrets.token_hex(16)

@@ -54,6 +54,12 @@ def _remove_unclaimed(ctx: WorkerContext, containers: dict[str, Container]) -> l
             log.info("sandbox %s: removing its container: no live record claims it", name)
             lifecycle.teardown(ctx, name)
             removed.append(name)
+        elif record.get("host") and record["host"] != ctx.host:
+            # A create that another host took over after this host's worker died mid-way.
+            log.info("sandbox %s: removing its container here: host %s runs it now", name,
+                     record["host"])
+            ctx.backend.remove(containers[name].id)
+            removed.append(name)
     return removed
 
 
@@ -65,6 +71,8 @@ def _close_orphaned_records(ctx: WorkerContext, containers: dict[str, Container]
             # Released, recycled or gone: make sure its port, container and host entry are back.
             lifecycle.teardown(ctx, name, keep_workspace=bool(record) and
                                record["state"] == states.RECYCLED)
+        elif record.get("host") and record["host"] != ctx.host:
+            ctx.store.remove_from_host(ctx.host, name)  # taken over by another host
         elif record["state"] == states.CREATING:
             if not _create_in_flight(ctx, record):
                 lifecycle.fail(ctx, name, "the worker creating it died")
@@ -83,6 +91,8 @@ def _create_in_flight(ctx: WorkerContext, record: dict) -> bool:
     """A create still runs while its worker process lives (or while no worker has taken it)."""
     node = record.get("creating_on")
     if node:
+    if record.get("create_job") and ctx.store.is_waited(record["create_job"]):
+        return True
         return ctx.store.worker_alive(node)
     return time.time() - (record.get("created_at") or 0) < ctx.settings.FLEET_CREATE_TIMEOUT + 30
 

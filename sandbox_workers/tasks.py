@@ -14,6 +14,7 @@ from typing import Any
 from celery import shared_task
 
 from sandbox_core import jobs
+from sandbox_core import store as states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
@@ -31,6 +32,12 @@ assert _LIFECYCLE_LIMIT < VISIBILITY_TIMEOUT  # else Redis would redeliver a job
 
 
 def replying(func):
+#: What a task returns when another job (or the same job sent again) gives the reply.
+NO_REPLY = object()
+#: How many hosts a create is handed on to when the one that took it is shutting down.
+MAX_HOPS = 3
+
+
     """Send the task's result (or its SandboxError) to the waiting API process, if any."""
 
     @functools.wraps(func)
@@ -49,7 +56,8 @@ def replying(func):
             return None
         finally:
             liveness.finished(self.request.id)
-        ctx.store.reply(self.request.id, jobs.encode_reply(result))
+        if result is not NO_REPLY:
+            ctx.store.reply(self.request.id, jobs.encode_reply(result))
         # Nothing for Celery: the result went to the caller, and Celery would log it (tool
         # output is user data) in its "succeeded" line.
         return None
@@ -63,7 +71,7 @@ def fleet(ctx) -> Fleet:
 
 @shared_task(name=jobs.CREATE, bind=True, time_limit=_LIFECYCLE_LIMIT, **_RELIABLE)
 @replying
-def create(self, ctx, name: str, replaces: str | None = None) -> str:
+def create(self, ctx, name: str, replaces: str | None = None, hops: int = 0) -> Any:
     record = ctx.store.get(name)
     waited = not (record or {}).get("pool_type")
     if waited and not ctx.store.is_waited(self.request.id):
@@ -71,7 +79,20 @@ def create(self, ctx, name: str, replaces: str | None = None) -> str:
         log.info("sandbox %s: create abandoned by its caller before it started", name)
         lifecycle.fail(ctx, name, "the caller stopped waiting before the create started")
         return name
-    lifecycle.create_sandbox(ctx, name, replaces=replaces)
+    try:
+        lifecycle.create_sandbox(ctx, name, replaces=replaces)
+    except lifecycle.CreateOwnedElsewhere:
+        return NO_REPLY  # the live owner replies
+    except lifecycle.HostDraining as e:
+        if not waited or replaces or hops >= MAX_HOPS:
+            lifecycle.fail(ctx, name, e.detail)
+            raise
+        # Another host may serve it; the caller keeps waiting under the same job id.
+        log.info("sandbox %s: %s; handing the create on", name, e.detail)
+        self.app.send_task(jobs.CREATE, kwargs={"name": name, "hops": hops + 1},
+                           queue=jobs.CREATE_QUEUE, task_id=self.request.id, countdown=1,
+                           argsrepr="()", kwargsrepr=repr({"name": name}))
+        return NO_REPLY
     if waited and not ctx.store.is_waited(self.request.id):
         log.warning("sandbox %s: its caller stopped waiting; releasing it", name)
         fleet(ctx).release(name)

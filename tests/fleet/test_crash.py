@@ -69,23 +69,40 @@ def test_worker_killed_during_a_long_call(make_fleet):
     assert fleet.data("release", {"identity": name}) is True
 
 
-def test_worker_killed_during_a_create(make_fleet, docker_client, slow_image, tmp_path):
+def _slow_fleet(make_fleet, tmp_path, slow_image):
     ext = tmp_path / "slow_ext.py"
     ext.write_text("from sandbox_core.registry import SandboxRegistry\n"
                    f"SandboxRegistry.register({slow_image!r}, sandbox_type='slowstart')\n")
-    fleet = make_fleet(extensions=[str(ext)], **FAST_RECOVERY)
-    thread, box = in_thread(fleet.post, "create", {"sandbox_type": "slowstart"})
-    fleet.wait_for(lambda: fleet.containers(docker_client), what="the container to exist")
-    time.sleep(3)  # mid-create: the agent is still starting, the worker has reported the job
-    kill9(fleet, "lifecycle@")
-    thread.join(60)
-    response = box["result"].json()
-    assert response["data"] is None and "died" in response["detail"]
-    # reconcile (in the restarted worker) closes the create: no container, no slot, no port
+    return make_fleet(extensions=[str(ext)], **FAST_RECOVERY)
+
+
+@pytest.mark.parametrize("creates", [1, 5])
+def test_worker_killed_during_creates_hands_them_over(make_fleet, docker_client, slow_image,
+                                                      tmp_path, creates):
+    """The lifecycle worker dies with creates in flight: the restarted worker takes them over
+    (their callers' job client sends them again once the dead worker stops beating), and every
+    caller gets a serving sandbox; nothing is left over."""
+    fleet = _slow_fleet(make_fleet, tmp_path, slow_image)
+    calls = [in_thread(fleet.post, "create", {"sandbox_type": "slowstart"}) for _ in range(creates)]
+    fleet.wait_for(lambda: len(fleet.containers(docker_client)) == creates,
+                   what="every create's container to exist")
+    kill9(fleet, "lifecycle@")  # mid-create: each agent is still starting
+    names = []
+    for thread, box in calls:
+        thread.join(80)
+        response = box["result"].json()
+        assert response["data"], response["detail"]
+        names.append(response["data"])
+    assert len(set(names)) == creates
+    for name in names:
+        result = fleet.data("call_tool", {"identity": name, "tool_name": "run_shell_command",
+                                          "arguments": {"command": "echo ok"}})
+        assert stdout(result) == ["ok\n"]
+    assert sorted(c.name for c in fleet.containers(docker_client)) == sorted(names)
+    for name in names:
+        assert fleet.data("release", {"identity": name}) is True
     fleet.wait_for(lambda: not fleet.containers(docker_client), timeout=60, what="no leaked container")
-    fleet.wait_for(lambda: fleet.get("fleet/status").json()["live"] == 0, what="the slot back")
-    name = fleet.data("create", {"sandbox_type": "base"})  # and the host creates again
-    assert fleet.data("release", {"identity": name}) is True
+    fleet.wait_for(lambda: fleet.get("fleet/status").json()["live"] == 0, what="the slots back")
 
 
 def test_worker_killed_around_a_release(make_fleet, docker_client):

@@ -96,3 +96,31 @@ def test_two_beats_refill_exactly_and_reap_once(make_fleet, shared_redis, docker
     finally:
         beat.terminate()
         beat.wait(20)
+
+
+def test_a_draining_host_starts_no_creates(make_fleet, shared_redis, docker_client, raw_redis):
+    """Once a host drains (its shutdown), creates it takes from the shared queue are handed on to
+    another host: none starts a container there after the drain has counted its sandboxes (the
+    race that leaked a container when a host stopped while another host's beat refilled)."""
+    from sandbox_core.settings import parse_settings
+    from sandbox_core.store import Store
+
+    fleet = make_fleet(POOL_SIZE=0, FLEET_WORKER_CONCURRENCY=2, **shared_redis)
+    start = int(fleet.values["PORT_RANGE"].strip("[]").split(",")[1]) + 1000
+    other = fleet.add_host(f"{fleet.values['FLEET_HOST_NAME']}-b", (start, start + 100),
+                           FLEET_WORKER_CONCURRENCY=2)
+    try:
+        store = Store.connect(parse_settings({"REDIS_URL": shared_redis["REDIS_URL"]}))
+        store.start_draining(other.name, 120)
+        with ThreadPoolExecutor(6) as pool:
+            names = list(pool.map(lambda _: fleet.data("create", {"sandbox_type": "base"}), range(6)))
+        assert None not in names
+        assert {fleet.data("get_info", {"identity": n})["host"] for n in names} == \
+            {fleet.values["FLEET_HOST_NAME"]}
+        assert not docker_client.containers.list(
+            all=True, filters={"label": f"io.sandbox-fleet.host={other.name}"})
+        for name in names:
+            assert fleet.data("release", {"identity": name}) is True
+        fleet.wait_for(lambda: not fleet.containers(docker_client), what="the teardowns")
+    finally:
+        other.stop()
