@@ -50,12 +50,14 @@ def slow_image(docker_client):
     docker_client.images.remove(SLOW_IMAGE, force=True)
 
 
-def test_worker_killed_during_a_long_call(make_fleet):
+def test_worker_killed_during_a_long_call(make_fleet, docker_client):
     fleet = make_fleet(**FAST_RECOVERY)
     name = fleet.data("create", {"sandbox_type": "base"})
     call = {"identity": name, "tool_name": "run_shell_command", "arguments": {"command": "sleep 40"}}
     thread, box = in_thread(fleet.post, "call_tool", call)
-    time.sleep(3)  # the worker has reported the job as running
+    # The command runs in the sandbox, so the job started (and was reported, milliseconds after).
+    fleet.wait_for(lambda: "sleep 40" in str(docker_client.containers.get(name).top()),
+                   what="the call to run")
     started = time.monotonic()
     kill9(fleet, "calls@")
     thread.join(30)
