@@ -34,6 +34,7 @@ import boxlite
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from sandbox_core import safecopy
 from sandbox_core.errors import BackendError, BadRequest, SettingsError
 
 from .base import Backend, Container, ContainerSpec
@@ -110,7 +111,7 @@ class BoxLiteBackend(Backend):
         if self._info(spec.name) is not None:  # before the sidecar: never relabel another box
             raise BackendError(f"boxlite could not create {spec.name}: a box of that name exists")
         if spec.workspace:
-            os.makedirs(spec.workspace, exist_ok=True)
+            safecopy.ensure_dir(spec.workspace)  # refuses a link there
         self._write_sidecar(spec)  # first, so that reconcile finds any box this create leaves
         box_id = None
         try:

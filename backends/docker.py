@@ -13,6 +13,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.errors import NotFound as DockerNotFound
 
+from sandbox_core import safecopy
 from sandbox_core.errors import BackendError, BadRequest, PortTaken, SettingsError
 
 from .base import LABEL_FLEET, Backend, Container, ContainerSpec
@@ -253,10 +254,12 @@ def _make_workspace(path: str) -> None:
     so they can write only where uid 0 owns the folder or anyone may write. A worker that is not
     root opens the sandbox's own folder to all, and keeps the folder holding them (the
     DEFAULT_MOUNT_DIR) private to its own user, so no other host user can reach in."""
-    os.makedirs(path, exist_ok=True)
-    if os.geteuid() != 0:
+    # The folder itself is opened without following a link (a chmod through one would open some
+    # other folder of the host to all); its parents are the host's own.
+    root = os.geteuid() == 0
+    safecopy.ensure_dir(path, mode=None if root else 0o777)
+    if not root:
         os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
-        os.chmod(path, 0o777)
 
 
 def _host_guard(bridge: str) -> list[str]:

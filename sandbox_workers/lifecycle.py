@@ -9,12 +9,11 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import socket
 import time
 
 from backends.base import ContainerSpec
-from sandbox_core import jobs
+from sandbox_core import jobs, safecopy
 from sandbox_core import store as states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
@@ -73,7 +72,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
         ctx.store.update(name, runtime_token=token, mount_dir=workspace)
         if record.get("storage_path") and ctx.storage and not replaces:
-            ctx.storage.download_folder(record["storage_path"], workspace)
+            _fetch_from_storage(ctx, name, record["storage_path"], workspace)
         container, port = _start(ctx, name, ContainerSpec(
             name=name,
             image=spec.image,
@@ -151,7 +150,7 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
         # copy to storage failed.
         if kept and not keep_workspace and record.get("mount_dir") and \
                 record.get("workspace_owned") != "0":
-            shutil.rmtree(record["mount_dir"], ignore_errors=True)
+            _remove_workspace(name, record["mount_dir"])
     if keep_workspace and record:
         rebuild.write_marker(ctx.settings, record)  # a Redis loss must not lose the session
     ctx.store.remove_from_host(ctx.host, name)
@@ -191,18 +190,33 @@ def warn_if_ports_shared(settings) -> None:
 
 
 def _keep_in_storage(ctx: WorkerContext, record: dict) -> bool:
-    """Copy the workspace to its storage_path, if it has one; False if that failed."""
+    """Copy the workspace to its storage_path, if it has one; False if that failed. A pooled
+    sandbox no client claimed has none (Fleet.acquire gives it one at the claim)."""
     workspace, target = record.get("mount_dir"), record.get("storage_path")
     if not (workspace and target and ctx.storage and os.path.isdir(workspace)):
         return True
     try:
-        ctx.storage.upload_folder(workspace, target)
+        report = ctx.storage.upload_folder(workspace, target)
     except Exception as e:  # keep the files on the host rather than lose them
         log.error("sandbox %s: could not copy its workspace to %s (%s); keeping %s",
                   record["container_name"], target, e, workspace)
         return False
-    log.info("sandbox %s: workspace copied to %s", record["container_name"], target)
+    log.info("sandbox %s: workspace copied to %s: %s (links, FIFOs, sockets and devices are "
+             "never copied)", record["container_name"], target, report.describe())
     return True
+
+
+def _fetch_from_storage(ctx: WorkerContext, name: str, source: str, workspace: str) -> None:
+    report = ctx.storage.download_folder(source, workspace)
+    log.info("sandbox %s: workspace filled from %s: %s", name, source, report.describe())
+
+
+def _remove_workspace(name: str, workspace: str) -> None:
+    """Remove a workspace without following any link the sandbox left in it."""
+    try:
+        safecopy.remove_tree(workspace)
+    except OSError as e:
+        log.warning("sandbox %s: could not remove its workspace %s: %s", name, workspace, e)
 
 
 def _take_port(ctx: WorkerContext, name: str) -> int:
