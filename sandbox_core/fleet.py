@@ -74,6 +74,11 @@ class Fleet:
             name = self.store.claim(pooled, _session_of(meta), meta)
             if name:
                 log.info("sandbox %s: taken from the %s pool", name, pooled)
+                if self.settings.STORAGE_FOLDER:
+                    # Given at the claim, not the refill: a pooled sandbox no client used has
+                    # nothing worth a folder in STORAGE_FOLDER.
+                    session_id = name.removeprefix(self.settings.CONTAINER_PREFIX_KEY)
+                    self.store.update(name, storage_path=self._storage_path(None, session_id))
                 return name
         return self.create(sandbox_type, meta=meta)
 
@@ -388,7 +393,6 @@ class Fleet:
                 self.store.open_record(
                     name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
                     version=spec.image, timeout=spec.timeout, workspace_owned=True,
-                    storage_path=self._storage_path(None, session_id),
                     desktop_token=secrets.token_hex(16))
                 self.jobs.send(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE)
                 sent += 1

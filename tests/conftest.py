@@ -7,7 +7,9 @@ SANDBOX_FLEET_REQUIRE_DOCKER=1), where a missing engine or image is a failure, n
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -102,17 +104,26 @@ def make_fleet(tmp_path, docker_client):
             container.remove(force=True)
 
 
+@contextlib.contextmanager
+def running_fleet(folder: Path, docker_client, **settings: object) -> Iterator[Fleet]:
+    """A fleet for the block (for a module-scoped fixture), stopped with SIGTERM after it and
+    checked for leaked containers."""
+    fleet = Fleet(folder, **{**_FAST, **settings}).start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+        leaked = fleet.containers(docker_client)
+        for container in leaked:
+            container.remove(force=True)
+    assert not leaked, f"containers left after SIGTERM: {[c.name for c in leaked]}"
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, docker_client):
     """One fleet shared by a test module (POOL_SIZE=2), checked for leaks when the module ends."""
-    tmp = tmp_path_factory.mktemp("fleet")
-    fleet = Fleet(tmp, **{**_FAST, "POOL_SIZE": 2}).start()
-    yield fleet
-    fleet.stop()
-    leaked = fleet.containers(docker_client)
-    for container in leaked:
-        container.remove(force=True)
-    assert not leaked, f"containers left after SIGTERM: {[c.name for c in leaked]}"
+    with running_fleet(tmp_path_factory.mktemp("fleet"), docker_client, POOL_SIZE=2) as fleet:
+        yield fleet
 
 
 @pytest.fixture
