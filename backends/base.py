@@ -93,6 +93,10 @@ class Backend(ABC):
     @abstractmethod
     def stop(self, container_id: str, timeout: int = 1) -> None: ...
 
+    def image_labels(self, image: str) -> dict[str, str]:
+        """The labels of an image on this host ({} where the backend cannot tell)."""
+        return {}
+
     def status(self, container_id: str) -> str | None:
         container = self.inspect(container_id)
         return container.status if container else None

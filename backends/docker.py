@@ -40,7 +40,7 @@ class DockerBackend(Backend):
             self.client.ping()
         except DockerException as e:
             raise SettingsError(f"CONTAINER_DEPLOYMENT={self.name}: cannot reach Docker: {e}") from e
-        self._capabilities: dict[str, list[str]] = {}
+        self._image_labels: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._digest = hashlib.sha1(self.settings.CONTAINER_PREFIX_KEY.encode()).hexdigest()[:10]
         self.networks: dict[str, str] = {}  # egress mode -> the fleet's network for it
@@ -159,19 +159,38 @@ class DockerBackend(Backend):
         except DockerException as e:
             raise BackendError(f"docker failed on {container_id}: {_explain(e)}") from e
 
-    def _capabilities_for(self, image: str) -> list[str]:
+    def image_labels(self, image: str) -> dict[str, str]:
         with self._lock:
-            if image not in self._capabilities:
+            if image not in self._image_labels:
                 try:
                     labels = self.client.api.inspect_image(image)["Config"].get("Labels") or {}
                 except DockerException:
-                    labels = {}  # a missing image is reported by run() itself
-                if LABEL_CAPABILITIES in labels:
-                    caps = [c for c in labels[LABEL_CAPABILITIES].split(",") if c.strip()]
-                else:
-                    caps = COMPAT_CAPABILITIES
-                self._capabilities[image] = caps
-            return self._capabilities[image]
+                    return {}  # a missing image is reported by create() itself; look again then
+                self._image_labels[image] = labels
+            return self._image_labels[image]
+
+    def _capabilities_for(self, image: str) -> list[str]:
+        labels = self.image_labels(image)
+        if LABEL_CAPABILITIES in labels:
+            return [c for c in labels[LABEL_CAPABILITIES].split(",") if c.strip()]
+        return COMPAT_CAPABILITIES
+
+    def _limit_workspace(self, spec: ContainerSpec) -> None:
+        if not spec.workspace_quota or not self.quota.applies_to(spec.workspace):
+            return
+        try:
+            self.quota.sweep(self._workspace_in_use)
+        except (BackendError, OSError) as e:
+            log.warning("sandbox %s: sweeping emptied workspaces failed: %s", spec.name, e)
+        self.quota.prepare(spec.workspace, spec.workspace_quota, spec.name)
+
+    def release_workspace(self, path: str) -> None:
+        if self.quota.applies_to(path):
+            self.quota.release(path, self._workspace_in_use)
+
+    def _workspace_in_use(self, path: str) -> bool:
+        """Whether any container (running or not) still mounts this host folder."""
+        return bool(self.client.api.containers(all=True, filters={"volume": path}))
 
     def _bridge(self, egress: str) -> str:
         return f"sf{'x' if egress == 'none' else ''}-{self._digest}"  # at most 15 characters

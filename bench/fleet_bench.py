@@ -83,10 +83,9 @@ def bench_calls(fleet: LocalFleet, docker_client, calls: int) -> tuple[dict, dic
                    timeout=120, what="the pool refilled")
     try:
         container = docker_client.containers.get(name)
-        env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
         port = container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
-        direct = requests.Session()
-        direct.headers["Authorization"] = f"Bearer {env['SECRET_TOKEN']}"
+        direct = requests.Session()  # the sandbox's secret is in a label, never in its env
+        direct.headers["Authorization"] = f"Bearer {container.labels['io.sandbox-fleet.secret']}"
         url = f"http://127.0.0.1:{port}/fastapi/tools/run_shell_command"
         via_fleet, straight = [], []
         for _ in range(20):  # warm both paths' connections

@@ -12,13 +12,14 @@ import redis
 from flask import Flask, jsonify
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from sandbox_core.errors import SandboxError
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import load_extensions
 from sandbox_core.settings import Settings, extensions_from_env, load_settings
 
-from . import auth, desktop, proxy, rpc
+from . import auth, desktop, guards, proxy, rpc
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
     load_extensions(settings, extensions_from_env() if extensions is None else extensions)
 
     app = Flask("sandbox_api")
+    app.request_class = guards.Request
+    app.json = guards.StrictJSON(app)
     app.config.update(
         SANDBOX_SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.FLEET_MAX_BODY_MB * 1024 * 1024,
@@ -37,6 +40,10 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
     app.json.compact = True
     app.url_map.merge_slashes = True
     app.url_map.strict_slashes = False
+    app.wsgi_app = guards.CapBody(app.wsgi_app, settings)
+    if settings.FLEET_TRUSTED_PROXIES:
+        n = settings.FLEET_TRUSTED_PROXIES
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
 
     app.extensions["sandbox_fleet"] = Fleet.connect(settings, "sandbox_api")
 
@@ -83,6 +90,8 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
+        if e.code == 413:  # werkzeug's own (a Content-Length over the limit) says too little
+            return jsonify(detail=guards.too_large(app.config["SANDBOX_SETTINGS"])), 413
         return jsonify(detail=e.description), e.code
 
     @app.errorhandler(Exception)

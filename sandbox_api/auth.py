@@ -1,5 +1,10 @@
 """Bearer-token auth, exactly as the agentscope-runtime server answers (401 bodies and header),
-compared in constant time, with failed attempts rate-limited per client address."""
+compared in constant time, with failed attempts rate-limited per client address.
+
+The client address is the peer's, or, with FLEET_TRUSTED_PROXIES=n, what the n proxies in front
+of the API wrote in X-Forwarded-For (werkzeug's ProxyFix, set up in app.py): a header nobody
+vouches for is never believed, or a guesser could pick a fresh address for every try.
+"""
 
 from __future__ import annotations
 
@@ -28,18 +33,21 @@ def _check_bearer():
     token = settings.BEARER_TOKEN
     if not token or request.path.startswith(PUBLIC_PREFIXES):
         return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    given = given.strip()
+    # The right token always passes: a blocked address (someone guessing from behind the same
+    # NAT or proxy) must not lock the legitimate client out. Only wrong or missing ones get 429.
+    if scheme.lower() == "bearer" and given and hmac.compare_digest(given.encode(), token.encode()):
+        return None
     client = request.remote_addr or "unknown"
     if _is_blocked(client):
         return _too_many()
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
         return _unauthorized("Authentication required")
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        if _count_failure(client, settings.FLEET_AUTH_FAILURES_PER_MINUTE):
-            return _too_many()
-        return _unauthorized("Invalid authentication credentials")
-    return None
+    if _count_failure(client, settings.FLEET_AUTH_FAILURES_PER_MINUTE):
+        return _too_many()
+    return _unauthorized("Invalid authentication credentials")
 
 
 def _count_failure(client: str, limit: int) -> bool:

@@ -5,7 +5,9 @@ the token is the record's ``desktop_token`` (what ``/get_info`` shows as ``runti
 the sandbox's own secret. The route is outside BEARER_TOKEN (as upstream: a browser cannot send that
 header) and is authorised by that token instead: from ``?password=``, or from the cookie the first
 authorised answer sets for ``/desktop/<id>`` so the page's own scripts and images load too. Only
-``GET`` of files under ``vnc/`` is carried, by the owning host's worker, like ``/proxy``.
+``GET`` of noVNC's files under ``vnc/`` is carried, by the owning host's worker, as the ``desktop``
+operation: the path is checked after decoding (sandbox_core.desktop_paths) and again by the
+worker, so ``..``, ``%3F`` and the like cannot reach the agent's other routes.
 
 ``WS /desktop/<id>?password=<token>`` is the VNC stream the page opens. The API answers it only
 on the sandbox's own host (an API process whose ``FLEET_HOST_NAME`` is the record's host, as with
@@ -27,6 +29,7 @@ import socket
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import NotFound, SandboxError
 
 log = logging.getLogger(__name__)
@@ -59,11 +62,10 @@ def desktop(identity: str, path: str) -> Response:
     token = _authorised(record)
     if token is None:
         return jsonify(detail="desktop access needs the sandbox's desktop token (?password=)"), 403
-    if not path.startswith("vnc/"):
-        raise NotFound(f"no desktop file {path!r}")
+    if desktop_path(path) is None:
+        raise NotFound("no such desktop file: the desktop token opens only noVNC's files under vnc/")
     try:
-        reply = fleet.agent_call(record["container_name"], "proxy", touch=False, method="GET",
-                                 path=path, query="", headers={}, body=None)
+        reply = fleet.agent_call(record["container_name"], "desktop", touch=False, path=path)
     except SandboxError as e:
         if e.status >= 500:
             e.status, e.detail = 502, f"Upstream request failed: {e.detail}"

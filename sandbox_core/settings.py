@@ -244,6 +244,13 @@ class Settings:
         fleet=True)
     FLEET_MAX_BODY_MB: int = _setting(
         64, _positive_int, "largest request body (file uploads) the API accepts, MiB", fleet=True)
+    # Attack surface (docs/reliability.md, "Attacks the API withstands")
+    FLEET_TRUSTED_PROXIES: int = _setting(
+        0, _non_negative_int, "reverse proxies in front of the API whose X-Forwarded-For/-Proto "
+        "are believed (client address of the auth rate limit); 0 = none", fleet=True)
+    FLEET_MAX_AGENT_REPLY_MB: int = _setting(
+        32, _positive_int, "largest answer a worker reads from a sandbox's agent, MiB; a larger "
+        "one is dropped and reported", fleet=True)
 
     # Lifetimes: every sandbox ends even if its client never releases it (docs/reliability.md)
     FLEET_SANDBOX_IDLE_TIMEOUT: int | None = _setting(

@@ -14,9 +14,12 @@ from typing import Any
 
 import urllib3
 
-from sandbox_core.errors import NotFound, Unavailable
+from sandbox_core.errors import BackendError, NotFound, Unavailable
 
 ADDRESS_CACHE_SIZE = 4096
+MiB = 1024 * 1024
+READ_CHUNK = 256 * 1024
+DEFAULT_MAX_REPLY = 32 * MiB
 
 def _generic_tool(name: str, description: str, parameter: str, parameter_description: str) -> dict:
     return {"name": name, "json_schema": {"type": "function", "function": {
@@ -49,12 +52,23 @@ class AgentResponse:
         return json.loads(self.body or b"null")
 
 
-class AgentClient:
-    """One connection pool per sandbox port, shared by all threads of the worker."""
+class ReplyTooLarge(BackendError):
+    """The agent answered more than FLEET_MAX_AGENT_REPLY_MB: it was dropped, not truncated."""
 
-    def __init__(self, max_connections_per_sandbox: int = 8) -> None:
+
+class AgentClient:
+    """One connection pool per sandbox port, shared by all threads of the worker.
+
+    A sandbox is root inside and may serve anything on its port, so no answer is read past
+    ``max_reply`` bytes (FLEET_MAX_AGENT_REPLY_MB): a worker shared by many sandboxes never holds
+    more than that per call.
+    """
+
+    def __init__(self, max_connections_per_sandbox: int = 8,
+                 max_reply: int = DEFAULT_MAX_REPLY) -> None:
         self.http = urllib3.PoolManager(
             num_pools=4096, maxsize=max_connections_per_sandbox, block=False, retries=False)
+        self.max_reply = max_reply
         self._addresses: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -96,11 +110,33 @@ class AgentClient:
             all_headers["Content-Type"] = "application/json"
         try:
             response = self.http.request(
-                method, url, body=body, headers=all_headers, preload_content=True,
+                method, url, body=body, headers=all_headers, preload_content=False,
                 timeout=urllib3.Timeout(connect=5, read=timeout), redirect=False)
+            try:
+                data = self._read_capped(response, record["container_name"])
+            finally:
+                response.release_conn()
         except urllib3.exceptions.HTTPError as e:
             raise Unavailable(f"sandbox {record['container_name']} did not answer: {e}") from e
-        return AgentResponse(response.status, dict(response.headers), response.data)
+        return AgentResponse(response.status, dict(response.headers), data)
+
+    def _read_capped(self, response: urllib3.BaseHTTPResponse, name: str) -> bytes:
+        """The whole body, read in bounded chunks; ReplyTooLarge (and the connection closed, the
+        rest unread) once it passes ``max_reply``."""
+        declared = response.headers.get("Content-Length", "")
+        parts, size = [], 0
+        too_large = declared.isdigit() and int(declared) > self.max_reply
+        while not too_large:
+            part = response.read(READ_CHUNK)
+            if not part:
+                return b"".join(parts)
+            size += len(part)
+            too_large = size > self.max_reply
+            parts.append(part)
+        parts.clear()
+        response.close()  # never drained: the connection goes, not the rest of the reply
+        raise ReplyTooLarge(f"sandbox {name} answered more than FLEET_MAX_AGENT_REPLY_MB "
+                            f"({self.max_reply // MiB} MiB); the reply was dropped")
 
     def wait_ready(self, record: dict, deadline: float) -> None:
         """Block until the agent answers /healthz (a bounded readiness probe after start)."""
@@ -126,7 +162,11 @@ class AgentClient:
         else:
             path, payload = "/mcp/call_tool", {"tool_name": tool_name, "arguments": arguments}
         # The agent enforces the tool's own timeout; give the HTTP read a little more.
-        response = self.request(record, "POST", path, json_body=payload, timeout=timeout + 5)
+        try:
+            response = self.request(record, "POST", path, json_body=payload, timeout=timeout + 5)
+        except ReplyTooLarge as e:
+            return error_result(f"{e.detail} (tool {tool_name}); print less, or write the "
+                                "output to a file in /workspace and read it in parts")
         if response.status != 200:
             return error_result(f"{response.status} {_detail(response)} (tool {tool_name})")
         return response.json()

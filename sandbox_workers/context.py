@@ -51,7 +51,7 @@ def current() -> WorkerContext:
         settings=settings,
         store=store,
         backend=create_backend(settings),
-        agent=AgentClient(),
+        agent=AgentClient(max_reply=settings.FLEET_MAX_AGENT_REPLY_MB * 1024 * 1024),
         jobs=JobClient(make_celery(settings, "sandbox_workers.client"), store),
         storage=make_storage(settings),
     )

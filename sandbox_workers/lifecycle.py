@@ -18,7 +18,7 @@ from sandbox_core import store as states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
 
-from . import liveness, rebuild
+from . import liveness, rebuild, secret
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
             name=name,
             image=spec.image,
             host_port=0,  # chosen by _start
-            environment={**environment, "SECRET_TOKEN": token, "NGINX_TIMEOUT": str(spec.timeout)},
-            labels=rebuild.labels_of(ctx.settings, ctx.host, record),
+            environment={**environment, **secret.environment(ctx.backend, spec.image, token),
+                         "NGINX_TIMEOUT": str(spec.timeout)},
+            labels={**rebuild.labels_of(ctx.settings, ctx.host, record), **secret.labels(token)},
             workspace=workspace,
             readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
             memory=spec.resource_limits.get("memory"),

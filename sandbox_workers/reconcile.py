@@ -23,7 +23,7 @@ import time
 from backends.base import LABEL_FLEET, LABEL_HOST, Container
 from sandbox_core import store as states
 
-from . import lifecycle, rebuild
+from . import lifecycle, rebuild, secret
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,12 @@ def _close_orphaned_records(ctx: WorkerContext, containers: dict[str, Container]
 
 
 def _create_in_flight(ctx: WorkerContext, record: dict) -> bool:
-    """A create still runs while its worker process lives (or while no worker has taken it)."""
+    """A create still runs while its worker process lives, while no worker has taken it, or while
+    its caller waits (the caller's job client sends it again for another worker to take over)."""
     node = record.get("creating_on")
-    if node:
     if record.get("create_job") and ctx.store.is_waited(record["create_job"]):
         return True
+    if node:
         return ctx.store.worker_alive(node)
     return time.time() - (record.get("created_at") or 0) < ctx.settings.FLEET_CREATE_TIMEOUT + 30
 
@@ -129,7 +130,7 @@ def adopt(ctx: WorkerContext) -> list[str]:
         if ctx.store.get(name):
             continue
         container = ctx.backend.inspect(listed.id)
-        token = (container.environment or {}).get("SECRET_TOKEN") if container else None
+        token = secret.token_of(container)
         if not container or container.status != "running" or not token or not container.host_port:
             log.info("sandbox %s: cannot adopt it (not running or not ours); removing", name)
             ctx.backend.remove(listed.id)

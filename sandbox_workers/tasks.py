@@ -16,6 +16,7 @@ from celery import shared_task
 from sandbox_core import jobs
 from sandbox_core import store as states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
+from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
@@ -149,9 +150,16 @@ def agent(self, ctx, name: str, op: str, timeout: float, **payload: Any) -> Any:
             body=base64.b64decode(payload["body"]) if payload.get("body") else None,
             headers=payload.get("headers") or {}, query=payload.get("query") or "",
             timeout=timeout)
-        return {"status": response.status, "headers": response.headers,
-                "body": base64.b64encode(response.body).decode()}
-    raise BadRequest(f"unknown agent operation {op!r}")
+    elif op == "desktop":
+        # Reached with the desktop token alone: noVNC's files and nothing else, checked again here.
+        path = desktop_path(str(payload.get("path", "")))
+        if path is None:
+            raise NotFound(f"sandbox {name}: not a desktop file")
+        response = client.request(record, "GET", "/" + path, timeout=timeout)
+    else:
+        raise BadRequest(f"unknown agent operation {op!r}")
+    return {"status": response.status, "headers": response.headers,
+            "body": base64.b64encode(response.body).decode()}
 
 
 @shared_task(name=jobs.REFILL, bind=True, time_limit=60, typing=False)

@@ -10,7 +10,7 @@ import logging
 import threading
 from _operator import _compare_digest as compare_digest  # what hmac.compare_digest is, minus OpenSSL
 
-from .config import Settings
+from .config import Settings, sha256
 from .errors import HTTPError, bad_request
 from .httpd import Request, Response, json_response, text_response
 
@@ -29,8 +29,9 @@ class App:
     """Callable that turns a :class:`Request` into a :class:`Response`."""
 
     def __init__(self, settings: Settings) -> None:
+        forbid_memory_reads()
         self.settings = settings
-        self._token = settings.token.encode()
+        self._token_digest = settings.token_digest
         self._services: dict[str, Any] = {}
         self._services_lock = threading.Lock()
         self.routes: dict[str, dict[str, Handler]] = {
@@ -72,7 +73,8 @@ class App:
             raise HTTPError.from_oserror(exc) from None
 
     def authorize(self, header: str | None) -> None:
-        """Upstream's ``verify_secret_token``, with a constant-time comparison.
+        """Upstream's ``verify_secret_token``, comparing sha256 digests in constant time (the
+        agent knows only the digest when the fleet gives it ``SECRET_TOKEN_SHA256``).
 
         ``hmac.compare_digest`` is this same function; importing ``hmac`` would load OpenSSL's
         libcrypto through ``hashlib`` (3.8 MiB of RSS) for nothing else.
@@ -80,7 +82,7 @@ class App:
         if header is None or not header.startswith("Bearer "):
             raise HTTPError(403, "Missing or invalid authorization header")
         token = header.split("Bearer ")[1].encode("utf-8", "surrogateescape")
-        if not compare_digest(token, self._token):
+        if not compare_digest(sha256(token), self._token_digest):
             raise HTTPError(403, "Invalid secret token")
 
     def service(self, name: str, factory: Callable[[], Any]) -> Any:
@@ -257,6 +259,21 @@ class App:
         from .desktop import websocket_bridge
 
         return websocket_bridge(request, self.settings.vnc_port)
+
+
+def forbid_memory_reads() -> None:
+    """Make this process non-dumpable (``PR_SET_DUMPABLE`` 0). Tools run as root in the sandbox,
+    the agent's uid: without this they could read ``/proc/<agent>/mem`` (and ``environ``) and find
+    the bearer token of a recent request there. Non-dumpable, that takes CAP_SYS_PTRACE, which
+    sandboxes do not have. The processes the agent starts are dumpable again after their exec."""
+    try:
+        import ctypes  # about 1 MiB of RSS, the only way to prctl from the standard library
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    except (ImportError, OSError, AttributeError) as exc:
+        log.warning("the agent's memory stays readable to the sandbox's own processes: %s", exc)
 
 
 def _required_str(body: dict[str, Any], key: str, message: str) -> str:

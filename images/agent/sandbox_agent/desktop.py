@@ -13,6 +13,7 @@ import contextlib
 import logging
 import mimetypes
 import os
+import re
 import socket
 import threading
 
@@ -28,12 +29,16 @@ log = logging.getLogger("sandbox_agent.desktop")
 CHUNK = 64 * 1024
 #: Request headers not passed to the VNC server: the sandbox's secret stays in the agent.
 _DROP = {"authorization", "x-agentrun-session-id", "x-agentscope-runtime-session-id"}
+#: The fleet's rule for desktop paths (sandbox_core/desktop_paths.py), minus the ``vnc/`` prefix.
+_FILE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}){0,15}")
 
 
 def static_file(root: str | None, subpath: str) -> Response:
     """A file under noVNC's folder; 404 for anything else (no listing, no way out of it)."""
     if not root or not os.path.isdir(root):
         raise HTTPError(404, "This sandbox has no desktop.")
+    if not _FILE.fullmatch(subpath):  # noVNC's names only: no dot segment, no escape of any kind
+        raise HTTPError(404, "Not Found")
     base = os.path.realpath(root)
     target = os.path.realpath(os.path.join(base, subpath.lstrip("/")))
     if not target.startswith(base + os.sep) or not os.path.isfile(target):
