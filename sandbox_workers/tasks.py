@@ -32,13 +32,13 @@ _LIFECYCLE_LIMIT = 150
 assert _LIFECYCLE_LIMIT < VISIBILITY_TIMEOUT  # else Redis would redeliver a job still running
 
 
-def replying(func):
 #: What a task returns when another job (or the same job sent again) gives the reply.
 NO_REPLY = object()
 #: How many hosts a create is handed on to when the one that took it is shutting down.
 MAX_HOPS = 3
 
 
+def replying(func):
     """Send the task's result (or its SandboxError) to the waiting API process, if any."""
 
     @functools.wraps(func)
