@@ -311,8 +311,8 @@ class Fleet:
         return (reason, None) if at <= now and reason else (None, at)
 
     def _create_deadline(self, record: dict, now: float) -> tuple[str | None, float | None]:
-        """A create ends as error once it made no progress for CREATE_GRACE create timeouts and
-        no live worker process runs it (a re-sent create refreshes both)."""
+        """A create ends as error once it made no progress for CREATE_GRACE create timeouts, no
+        live worker process runs it and no caller waits for it (a re-sent create takes a new owner)."""
         grace = CREATE_GRACE * self.create_timeout
         progress = max(record.get("created_at") or 0, record.get("updated_at") or 0)
         # It may start any moment, and its own limits run from then: look again by the first.
@@ -322,8 +322,10 @@ class Fleet:
         if now < progress + grace:
             return None, min(progress + grace, soonest)
         owner = record.get("creating_on")
-        if owner and self.store.worker_alive(owner):
-            return None, min(now + self.create_timeout, soonest)  # slow, but its worker is on it
+        job = record.get("create_job")
+        if (owner and self.store.worker_alive(owner)) or (job and self.store.is_waited(job)):
+            # slow, but its worker is on it, or its caller still waits (and re-sends it)
+            return None, min(now + self.create_timeout, soonest)
         why = f"worker {owner} is gone" if owner else "no worker took it"
         return f"create_deadline: not created within {grace:g}s and {why}", None
 

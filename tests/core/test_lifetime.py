@@ -200,6 +200,16 @@ def test_a_create_re_sent_to_another_worker_is_not_closed(fleet, store):
     assert store.get("resent")["state"] == states.CREATING
 
 
+def test_a_create_whose_caller_still_waits_is_not_closed(fleet, store):
+    open_creating(store, "waited", host=HOST, creating_on="lifecycle@dead:1", create_job="j1")
+    store.redis.set(store.waiting_key("j1"), "1", ex=60)  # its caller's job client re-sends it
+    age(store, "waited", "created_at", "updated_at")
+    assert fleet.reap_idle() == 0
+    store.redis.delete(store.waiting_key("j1"))  # the caller gave up
+    store.reschedule("waited", 0)
+    assert fleet.reap_idle() == 1
+
+
 def test_two_reapers_end_a_record_once(settings, store):
     open_live(store, "once")
     age(store, "once")
