@@ -35,10 +35,12 @@ class ContainerSpec:
     labels: dict[str, str]
     workspace: str | None = None  # host folder mounted read-write at /workspace
     readonly_mounts: dict[str, str] = field(default_factory=dict)
-    memory: str | None = None  # e.g. "512m"
+    memory: str | None = None  # e.g. "512m"; None = unlimited
     cpus: float | None = None
     runtime_config: dict = field(default_factory=dict)
-    egress: str = "open"  # or "none": no connection off the host
+    egress: str = "open"  # public internet only; "lan": every address; "none": nothing off the host
+    egress_allow: tuple[str, ...] = ()  # with "open": non-public CIDRs reachable too
+    workspace_quota: int = 0  # bytes /workspace may hold, where the backend can enforce it; 0 = none
 
 
 @dataclass
@@ -100,6 +102,10 @@ class Backend(ABC):
     def status(self, container_id: str) -> str | None:
         container = self.inspect(container_id)
         return container.status if container else None
+
+    def release_workspace(self, path: str) -> None:
+        """Give back what ``create`` added to a workspace folder (a size-limited image) before
+        the fleet deletes the folder; its container is gone by then."""
 
     def close(self) -> None:
         """Release client connections."""

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import subprocess
 import threading
 
 import docker
@@ -16,7 +15,9 @@ from docker.errors import NotFound as DockerNotFound
 from sandbox_core import safecopy
 from sandbox_core.errors import BackendError, BadRequest, PortTaken, SettingsError
 
+from . import egress as rules
 from .base import LABEL_FLEET, Backend, Container, ContainerSpec
+from .workspace_quota import WorkspaceQuota
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ LABEL_CAPABILITIES = "io.sandbox-fleet.capabilities"
 COMPAT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL",
                        "NET_BIND_SERVICE"]
 PIDS_LIMIT = 512
+#: The letter an egress mode adds to its bridge's name (Linux allows 15 characters).
+_MODE_TAGS = {"open": "", "lan": "l", "none": "x"}
 
 
 class DockerBackend(Backend):
@@ -43,18 +46,22 @@ class DockerBackend(Backend):
         self._image_labels: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
         self._digest = hashlib.sha1(self.settings.CONTAINER_PREFIX_KEY.encode()).hexdigest()[:10]
-        self.networks: dict[str, str] = {}  # egress mode -> the fleet's network for it
+        #: (egress mode, allowed CIDRs) -> the fleet's network for it
+        self.networks: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._host_cpus = float(self.client.info().get("NCPU") or os.cpu_count() or 1)
+        self.quota = WorkspaceQuota(self.settings.DEFAULT_MOUNT_DIR)
         self._network_for("open")  # guard the host from the start
 
     def create(self, spec: ContainerSpec) -> Container:
         volumes = {}
         if spec.workspace:
             _make_workspace(spec.workspace)
+            self._limit_workspace(spec)
             volumes[spec.workspace] = {"bind": "/workspace", "mode": "rw"}
         for host_path, container_path in spec.readonly_mounts.items():
             volumes[os.path.abspath(host_path)] = {"bind": container_path, "mode": "ro"}
         options = {
-            "network": self._network_for(spec.egress),
+            "network": self._network_for(spec.egress, spec.egress_allow),
             "security_opt": ["no-new-privileges"],
             "cap_drop": ["ALL"],
             "cap_add": self._capabilities_for(spec.image),
@@ -64,10 +71,13 @@ class DockerBackend(Backend):
         if spec.memory:
             options["mem_limit"] = spec.memory
         if spec.cpus:
-            options["nano_cpus"] = int(spec.cpus * 1e9)
+            # Docker refuses more CPUs than the host has; a 2-CPU type on a 1-CPU host gets 1.
+            options["nano_cpus"] = int(min(spec.cpus, self._host_cpus) * 1e9)
         if self.runtime:
             options["runtime"] = self.runtime
         options.update(spec.runtime_config)  # a type's own runtime_config wins, as upstream
+        if options.get("mem_limit") and "memswap_limit" not in spec.runtime_config:
+            options["memswap_limit"] = options["mem_limit"]  # no swap on top: the limit is real
         try:
             # create + start, not run(): run() pulls a missing image, which on a host with no
             # registry fails with a DNS error instead of saying which image is missing.
@@ -135,18 +145,29 @@ class DockerBackend(Backend):
     def stop(self, container_id: str, timeout: int = 1) -> None:
         self._call(self.client.api.stop, container_id, timeout=timeout)
 
+    def pause(self, container_id: str) -> None:
+        """Freeze every process of the sandbox (cgroup freezer): memory and files stay."""
+        self._call(self.client.api.pause, container_id)
+
+    def unpause(self, container_id: str) -> None:
+        self._call(self.client.api.unpause, container_id)
+
     def close(self) -> None:
         """Remove the fleet's networks that no sandbox is attached to any more (another worker of
         the fleet may still use one: then Docker refuses, and that is fine)."""
-        for egress, name in self.networks.items():
+        with contextlib.suppress(BackendError, OSError):
+            self.quota.sweep(self._workspace_in_use)
+        for (egress, allow), name in self.networks.items():
             try:
                 self.client.networks.get(name).remove()
             except DockerException:
                 continue
-            bridge = self._bridge(egress)
-            _iptables(_host_guard(bridge), remove=True)
+            bridge = self._bridge(egress, allow)
+            rules.iptables(rules.host_guard(bridge), remove=True)
             if egress == "none":
-                _iptables(_egress_block(bridge), remove=True)
+                rules.iptables(rules.block_all(bridge), remove=True)
+            elif egress == "open":
+                rules.remove_chain(bridge)
         self.client.close()
 
     # -- helpers -----------------------------------------------------------------------------
@@ -192,21 +213,29 @@ class DockerBackend(Backend):
         """Whether any container (running or not) still mounts this host folder."""
         return bool(self.client.api.containers(all=True, filters={"volume": path}))
 
-    def _bridge(self, egress: str) -> str:
-        return f"sf{'x' if egress == 'none' else ''}-{self._digest}"  # at most 15 characters
+    def _bridge(self, egress: str, allow: tuple[str, ...] = ()) -> str:
+        """At most 15 characters: sf- (open), sfl- (lan), sfx- (none), sfa<hash> (open + allow)."""
+        if allow:
+            key = f"{self.settings.CONTAINER_PREFIX_KEY}|{','.join(allow)}"
+            return f"sfa{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+        return f"sf{_MODE_TAGS[egress]}-{self._digest}"
 
-    def _network_for(self, egress: str) -> str:
-        """The fleet's bridge for an egress mode, made by whichever worker needs it first.
+    def _network_for(self, egress: str, allow: tuple[str, ...] = ()) -> str:
+        """The fleet's bridge for an egress policy, made by whichever worker needs it first.
 
         On every one, sandboxes cannot reach each other (inter-container traffic off) nor open
         connections to the host itself (an INPUT rule); their published ports still work. On the
-        ``none`` one, nothing they send is forwarded off the host either (a DOCKER-USER rule);
-        without that rule no sandbox is started there."""
+        ``open`` ones, what they send to non-public addresses is rejected (backends/egress.py); on
+        the ``none`` one, nothing they send is forwarded off the host (a DOCKER-USER rule).
+        Without its rules no sandbox is started on one."""
+        key = (egress, tuple(allow))
         with self._lock:
-            if egress in self.networks:
-                return self.networks[egress]
-        name = f"sandbox-fleet-{self._digest}{'-x' if egress == 'none' else ''}"
-        bridge = self._bridge(egress)
+            if key in self.networks:
+                return self.networks[key]
+        bridge = self._bridge(egress, key[1])
+        name = f"sandbox-fleet-{self._digest}" + {"open": "", "lan": "-lan", "none": "-x"}[egress]
+        if allow:
+            name += f"-{bridge}"
         try:
             self.client.networks.get(name)
         except DockerNotFound:
@@ -221,14 +250,18 @@ class DockerBackend(Backend):
                     self.client.networks.get(name)
                 except DockerNotFound:
                     raise BackendError(f"cannot create the sandbox network {name}: {_explain(e)}") from e
-        if not _iptables(_host_guard(bridge)):
+        if not rules.iptables(rules.host_guard(bridge)):
             log.warning("sandboxes on %s can reach services listening on the host's bridge address",
                         bridge)
-        if egress == "none" and not _iptables(_egress_block(bridge)):
+        if egress == "none" and not rules.iptables(rules.block_all(bridge)):
             raise BackendError(f"cannot block egress on {bridge} (iptables DOCKER-USER); refusing to "
                                "start a sandbox of a type that asks for egress none")
+        if egress == "open" and not rules.install_chain(bridge, key[1]):
+            raise BackendError(f"cannot keep sandboxes on {bridge} off private and link-local "
+                               "addresses (iptables DOCKER-USER); refusing to start them. A type "
+                               "that needs every address can say egress='lan'")
         with self._lock:
-            self.networks[egress] = name
+            self.networks[key] = name
         return name
 
     def _remove_by_name(self, name: str) -> None:
@@ -279,33 +312,6 @@ def _make_workspace(path: str) -> None:
     safecopy.ensure_dir(path, mode=None if root else 0o777)
     if not root:
         os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
-
-
-def _host_guard(bridge: str) -> list[str]:
-    """Drop new connections from a sandbox bridge to the host itself. One rule, so workers adding
-    it at the same moment cannot get an order wrong; replies to the host's own connections (the
-    published ports' proxy) are not new and pass."""
-    return ["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP"]
-
-
-def _egress_block(bridge: str) -> list[str]:
-    """Drop everything a sandbox bridge would have forwarded off the host (Docker's chain for
-    user rules, evaluated before its own accept rules)."""
-    return ["DOCKER-USER", "-i", bridge, "-j", "DROP"]
-
-
-def _iptables(rule: list[str], remove: bool = False) -> bool:
-    """Add (or remove every copy of) a rule, idempotently; False if iptables refused."""
-    try:
-        if remove:
-            while subprocess.run(["iptables", "-D", *rule], capture_output=True).returncode == 0:
-                pass  # a race may have added it twice
-        elif subprocess.run(["iptables", "-C", *rule], capture_output=True).returncode != 0:
-            subprocess.run(["iptables", "-I", *rule], capture_output=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        log.warning("iptables %s %s failed: %s", "-D" if remove else "-I", " ".join(rule), e)
-        return False
-    return True
 
 
 def _explain(error: DockerException) -> str:

@@ -34,6 +34,9 @@ class CreateBody(_Body):
     environment = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
                               allow_none=True, load_default=None)
     meta = _optional_dict
+    #: sandbox-fleet's own: {"memory": "512m", "cpu": 0.5}, within the server's caps.
+    resource_limits = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                                  allow_none=True, load_default=None)
 
 
 class GetInfoBody(IdentityBody):

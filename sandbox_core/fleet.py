@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import jobs
+from . import jobs, limits
 from . import store as states
 from .celery_app import make_celery
 from .errors import BadRequest, CapacityExceeded, NotFound, Unavailable
@@ -84,10 +84,11 @@ class Fleet:
 
     def create(self, sandbox_type: str | None, *, environment: dict | None = None,
                meta: dict | None = None, mount_dir: str | None = None,
-               storage_path: str | None = None) -> str:
+               storage_path: str | None = None, resource_limits: dict | None = None) -> str:
         """Create a sandbox and wait until its agent answers; returns its name."""
         sandbox_type = sandbox_type or self.default_type()
         spec = get_spec(self.settings, sandbox_type)
+        own_limits = limits.requested(self.settings, resource_limits)
         for key, value in (environment or {}).items():
             if value is None:
                 raise BadRequest(f"environment.{key} is null; give it a string value")

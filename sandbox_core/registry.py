@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import ipaddress
 import logging
 import sys
 from collections.abc import Iterable
@@ -20,14 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import limits
 from .errors import BadRequest, SettingsError
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 #: Types whose image is ``runtime-sandbox-<type>`` under the configured registry/namespace/tag.
-BUILTIN_TYPES = ("base", "filesystem", "browser", "gui", "mobile")
-EGRESS = ("open", "none")
+BUILTIN_TYPES = ("base", "filesystem", "browser", "gui", "mobile", "code-interpreter")
+#: "open": the public internet only; "lan": also private, link-local (cloud metadata) and other
+#: non-public ranges; "none": nothing off the host (backends/egress.py).
+EGRESS = ("open", "lan", "none")
 #: The SDK's async classes ask for ``<type>_async``; they are the same sandbox.
 ASYNC_SUFFIX = "_async"
 
@@ -44,8 +48,11 @@ class SandboxSpec:
     description: str = ""
     environment: dict[str, str] = field(default_factory=dict)
     runtime_config: dict[str, Any] = field(default_factory=dict)
-    #: "open" (the default, as upstream) or "none": the sandbox can open no connection off its host.
+    #: "open" (the default): public internet only; "lan": every address, as upstream; "none":
+    #: no connection off the host.
     egress: str = "open"
+    #: With egress "open": non-public networks (CIDRs) the type's sandboxes may reach as well.
+    egress_allow: tuple[str, ...] = ()
 
 
 class SandboxRegistry:
@@ -66,16 +73,28 @@ class SandboxRegistry:
         environment: dict | None = None,
         runtime_config: dict | None = None,
         egress: str = "open",
+        egress_allow: Iterable[str] = (),
     ):
         """Register a type; usable as a class decorator (upstream) or called on its own.
 
-        ``egress`` is sandbox-fleet's own: ``"none"`` keeps the type's sandboxes from opening any
-        connection off their host (their tools still answer through the fleet)."""
+        ``egress`` and ``egress_allow`` are sandbox-fleet's own: by default (``"open"``) the type's
+        sandboxes reach the public internet only; ``egress_allow=["10.1.0.0/16"]`` adds non-public
+        networks, ``"lan"`` allows every address (upstream's behaviour) and ``"none"`` keeps them
+        from opening any connection off their host (their tools still answer through the fleet).
+        ``resource_limits`` takes ``memory`` ("2g"), ``cpu`` (1.5) and sandbox-fleet's
+        ``workspace`` (the /workspace quota, "20g"); "0" means unlimited."""
         name = str(getattr(sandbox_type, "value", sandbox_type) or "").strip()
         if not name:
             raise SettingsError(f"SandboxRegistry.register({image_name!r}): sandbox_type is required")
         if egress not in EGRESS:
             raise SettingsError(f"SandboxRegistry.register({name!r}): egress must be one of {EGRESS}")
+        try:
+            allow = normalize_cidrs(egress_allow)
+            limits.check_type(name, dict(resource_limits or {}))
+        except ValueError as e:
+            raise SettingsError(f"SandboxRegistry.register({name!r}): {e}") from None
+        if allow and egress != "open":
+            raise SettingsError(f"SandboxRegistry.register({name!r}): egress_allow needs egress='open'")
         spec = SandboxSpec(
             sandbox_type=name,
             image=image_name,
@@ -86,6 +105,7 @@ class SandboxRegistry:
             environment={k: str(v) for k, v in (environment or {}).items() if v is not None},
             runtime_config=dict(runtime_config or {}),
             egress=egress,
+            egress_allow=allow,
         )
         cls._custom[name] = spec
         log.info("registered sandbox type %s (image %s)", name, image_name)
@@ -98,6 +118,20 @@ class SandboxRegistry:
     @classmethod
     def clear(cls) -> None:
         cls._custom.clear()
+
+
+def normalize_cidrs(cidrs: Iterable[str]) -> tuple[str, ...]:
+    """IPv4 networks as ``10.1.0.0/16``, sorted and unique; ValueError names a bad one."""
+    if isinstance(cidrs, str):
+        cidrs = [cidrs]
+    networks = set()
+    for cidr in cidrs:
+        try:
+            networks.add(ipaddress.IPv4Network(str(cidr).strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"egress_allow: {cidr!r} is not an IPv4 network such as 10.1.0.0/16") \
+                from None
+    return tuple(str(n) for n in sorted(networks))
 
 
 def build_image_uri(image_name: str, tag: str | None = None) -> str:

@@ -63,6 +63,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("expected a number > 0")
+    return value
+
+
+def _size(text: str) -> str:
+    from .limits import size_bytes  # limits imports nothing of settings
+
+    size_bytes(text, "the value")
+    return text.strip().lower()
+
+
 def _create_timeout(text: str) -> int:
     # A create job must finish well inside Redis' redelivery timeout (sandbox_core.celery_app).
     value = int(text)
@@ -251,6 +265,15 @@ class Settings:
     FLEET_MAX_AGENT_REPLY_MB: int = _setting(
         32, _positive_int, "largest answer a worker reads from a sandbox's agent, MiB; a larger "
         "one is dropped and reported", fleet=True)
+
+    # Limits per sandbox (sandbox_core/limits.py: each type's defaults)
+    FLEET_MAX_SANDBOX_MEMORY: str = _setting(
+        "4g", _size, "most memory a /create may ask for in resource_limits.memory", fleet=True)
+    FLEET_MAX_SANDBOX_CPUS: float = _setting(
+        4.0, _positive_float, "most CPUs a /create may ask for in resource_limits.cpu", fleet=True)
+    FLEET_WORKSPACE_QUOTA: str = _setting(
+        "10g", _size, "size limit of each /workspace (project quota where the file system has "
+        "one); 0 = none", fleet=True)
 
     # Lifetimes: every sandbox ends even if its client never releases it (docs/reliability.md)
     FLEET_SANDBOX_IDLE_TIMEOUT: int | None = _setting(

@@ -13,7 +13,7 @@ import socket
 import time
 
 from backends.base import ContainerSpec
-from sandbox_core import jobs, safecopy
+from sandbox_core import jobs, limits, safecopy
 from sandbox_core import store as states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
@@ -53,6 +53,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         raise BadRequest(f"sandbox {name}: cannot create from state {record['state']}")
 
     spec = get_spec(ctx.settings, record["sandbox_type"])
+    environment = {**spec.environment, **(record.get("environment") or {})}
     # This worker process owns the create from now on; a copy of the job sent again after an
     # owner's death takes over only once that owner stopped beating.
     owned = ctx.store.own_create(name, ctx.host, liveness.NODE)
@@ -60,7 +61,6 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         raise CreateOwnedElsewhere(name)
     if owned == 0:
         return create_sandbox(ctx, name, replaces=replaces)  # finished or closed meanwhile
-    environment = {**spec.environment, **(record.get("environment") or {})}
     ctx.store.add_to_host(ctx.host, name)
     if ctx.store.is_draining(ctx.host):  # checked after add_to_host: see Fleet.drain
         ctx.store.remove_from_host(ctx.host, name)
@@ -82,10 +82,10 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
             labels={**rebuild.labels_of(ctx.settings, ctx.host, record), **secret.labels(token)},
             workspace=workspace,
             readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
-            memory=spec.resource_limits.get("memory"),
-            cpus=_float_or_none(spec.resource_limits.get("cpu")),
+            **limits.container_limits(ctx.settings, spec, record),
             runtime_config=spec.runtime_config,
             egress=spec.egress,
+            egress_allow=spec.egress_allow,
         ))
         ctx.store.update(name, container_id=container.id, ports=[str(port)])
         record = ctx.store.get(name)

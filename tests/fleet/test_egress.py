@@ -1,9 +1,13 @@
-"""Egress per type: a type registered with ``egress="none"`` cannot open connections off its host.
+"""Egress per type: by default a sandbox reaches the public internet only, not the host's LAN nor
+the cloud metadata address; ``egress="lan"`` and ``egress_allow=[...]`` open those, ``"none"``
+closes everything.
 
-"Off the host" is played by a network namespace this test makes, joined to the host by a veth
-pair and addressed in 198.18.0.0/30 (the benchmarking range). Before any sandbox tries it, the test
-checks that the route to it is the veth and that the host itself reaches its listener, so every
-packet here stays on this machine.
+"The LAN" and "the metadata service" are played by a network namespace this test makes, joined to
+the host by a veth pair: the namespace holds 10.254.254.2 (the host's end is 10.254.254.1/30) and
+169.254.169.254, reached through a host route via the veth. Before any sandbox tries them the test
+checks that the routes to both are the veth and that the host itself reaches the listener, so
+every packet here stays on this machine. No test sends a packet to a real public address: that
+public destinations pass is shown by the rules themselves (only non-public ranges are rejected).
 """
 
 import secrets
@@ -13,61 +17,119 @@ import time
 
 import pytest
 
+from backends.egress import NON_PUBLIC, chain_name, host_resolvers
 from tests.conftest import BASE_IMAGE
-from tests.fleet.test_hardening import probe
+from tests.fleet.test_hardening import network_of, probe, shell
 
 pytestmark = pytest.mark.docker
 
-OUTSIDE_IP, HOST_IP, PORT = "198.18.0.2", "198.18.0.1", 8080
+LAN_IP, HOST_IP, METADATA_IP, PORT = "10.254.254.2", "10.254.254.1", "169.254.169.254", 8080
 LISTENER = ("import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('{OUTSIDE_IP}', {PORT})); s.listen(16)\n"
+            f"s.bind(('0.0.0.0', {PORT})); s.listen(16)\n"
             "while True:\n    c, _ = s.accept(); c.close()\n")
+
+EXTENSION = f"""
+from sandbox_core.registry import SandboxRegistry
+SandboxRegistry.register({BASE_IMAGE!r}, sandbox_type='lan', egress='lan')
+SandboxRegistry.register({BASE_IMAGE!r}, sandbox_type='office', egress_allow=['10.254.254.0/30'])
+SandboxRegistry.register({BASE_IMAGE!r}, sandbox_type='sealed', egress='none')
+"""
 
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
 
 
+def routed_via(address: str, device: str) -> bool:
+    route = subprocess.run(["ip", "route", "get", address], capture_output=True, text=True)
+    return f"dev {device}" in route.stdout
+
+
 @pytest.fixture
 def outside():
+    """The namespace with a listener on 10.254.254.2 and 169.254.169.254, removed afterwards."""
     tag = secrets.token_hex(3)
     ns, host_end, ns_end = f"sfout{tag}", f"sfoh{tag}", f"sfon{tag}"
-    ip("netns", "add", ns)
+    try:
+        ip("netns", "add", ns)
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"ip netns is not permitted here: {e.stderr.decode().strip()}")
     listener = None
     try:
         ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end)
         ip("link", "set", ns_end, "netns", ns)
         ip("addr", "add", f"{HOST_IP}/30", "dev", host_end)
         ip("link", "set", host_end, "up")
-        ip("netns", "exec", ns, "ip", "addr", "add", f"{OUTSIDE_IP}/30", "dev", ns_end)
-        ip("netns", "exec", ns, "ip", "link", "set", ns_end, "up")
-        ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        route = subprocess.run(["ip", "route", "get", OUTSIDE_IP], capture_output=True, text=True)
-        assert f"dev {host_end}" in route.stdout, f"198.18.0.2 would not stay local: {route.stdout}"
+        ip("route", "add", f"{METADATA_IP}/32", "via", LAN_IP, "dev", host_end)
+        for args in (["addr", "add", f"{LAN_IP}/30", "dev", ns_end],
+                     ["addr", "add", f"{METADATA_IP}/32", "dev", ns_end],
+                     ["link", "set", ns_end, "up"], ["link", "set", "lo", "up"]):
+            ip("netns", "exec", ns, "ip", *args)
+        for address in (LAN_IP, METADATA_IP):
+            assert routed_via(address, host_end), f"{address} would not stay on this machine"
         listener = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", LISTENER])
         deadline = time.monotonic() + 10
         while subprocess.run([sys.executable, "-c", f"import socket; socket.create_connection("
-                              f"('{OUTSIDE_IP}', {PORT}), timeout=1)"], capture_output=True).returncode:
+                              f"('{LAN_IP}', {PORT}), timeout=1)"], capture_output=True).returncode:
             assert time.monotonic() < deadline, "the outside namespace's listener did not come up"
             time.sleep(0.1)
-        yield OUTSIDE_IP, PORT
+        yield PORT
     finally:
         if listener:
             listener.kill()
+            listener.wait()
+        subprocess.run(["ip", "route", "del", f"{METADATA_IP}/32", "dev", host_end],
+                       capture_output=True)
+        subprocess.run(["ip", "link", "del", host_end], capture_output=True)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
-def test_egress_none_blocks_what_egress_open_allows(make_fleet, outside, tmp_path):
+def test_default_egress_is_public_only_and_types_opt_in(make_fleet, outside, tmp_path, docker_client):
     ext = tmp_path / "egress_ext.py"
-    ext.write_text("from sandbox_core.registry import SandboxRegistry\n"
-                   f"SandboxRegistry.register({BASE_IMAGE!r}, sandbox_type='sealed', egress='none')\n")
+    ext.write_text(EXTENSION)
     fleet = make_fleet(extensions=[str(ext)], POOL_SIZE=0)
-    open_one = fleet.data("create", {"sandbox_type": "base"})
-    sealed = fleet.data("create", {"sandbox_type": "sealed"})
-    host, port = outside
-    assert probe(fleet, open_one, host, port) == "CONNECTED"  # the world is reachable by default
-    assert probe(fleet, sealed, host, port).startswith("BLOCKED")
-    # and the sealed sandbox still works through the fleet
-    result = fleet.data("call_tool", {"identity": sealed, "tool_name": "run_ipython_cell",
+    port = outside
+    made = {t: fleet.data("create", {"sandbox_type": t}) for t in ("base", "lan", "office", "sealed")}
+    reach = {t: (probe(fleet, name, LAN_IP, port), probe(fleet, name, METADATA_IP, port))
+             for t, name in made.items()}
+    assert reach["base"][0].startswith("BLOCKED") and reach["base"][1].startswith("BLOCKED")
+    assert reach["lan"] == ("CONNECTED", "CONNECTED")
+    assert reach["office"][0] == "CONNECTED" and reach["office"][1].startswith("BLOCKED")
+    assert reach["sealed"][0].startswith("BLOCKED") and reach["sealed"][1].startswith("BLOCKED")
+
+    # Public addresses pass: the default network's chain rejects the non-public ranges only, and
+    # lets the host's resolvers answer on port 53 (Docker's DNS forwards from the sandbox).
+    net_name, _ = network_of(docker_client, made["base"])
+    bridge = docker_client.networks.get(net_name).attrs["Options"]["com.docker.network.bridge.name"]
+    rules = subprocess.run(["iptables", "-S", chain_name(bridge)], capture_output=True,
+                           text=True, check=True).stdout
+    rejected = {line.split()[3] for line in rules.splitlines() if "REJECT" in line}
+    assert rejected == set(NON_PUBLIC)
+    for server in host_resolvers():
+        assert f"-d {server}/32 -p udp -m udp --dport 53 -j RETURN" in rules
+
+    # DNS keeps working: the sandbox asks Docker's embedded DNS, which answers another sandbox's
+    # name itself (no packet leaves the machine).
+    assert shell(fleet, made["base"], "grep ^nameserver /etc/resolv.conf").split() == \
+        ["nameserver", "127.0.0.11"]
+    other = fleet.data("create", {"sandbox_type": "base"})
+    resolved = shell(fleet, made["base"], f"getent hosts {other}").split()
+    assert resolved and resolved[0] == network_of(docker_client, other)[1]["IPAddress"]
+
+    # and a sealed sandbox still works through the fleet
+    result = fleet.data("call_tool", {"identity": made["sealed"], "tool_name": "run_ipython_cell",
                                       "arguments": {"code": "print(6 * 7)"}})
     assert result["content"][0]["text"] == "42\n"
+
+
+def test_egress_allow_is_checked_at_registration(clean_registry):
+    from sandbox_core.errors import SettingsError
+    from sandbox_core.registry import SandboxRegistry
+
+    with pytest.raises(SettingsError, match="not an IPv4 network"):
+        SandboxRegistry.register(BASE_IMAGE, sandbox_type="bad", egress_allow=["10.0.0.0/33"])
+    with pytest.raises(SettingsError, match="needs egress='open'"):
+        SandboxRegistry.register(BASE_IMAGE, sandbox_type="bad", egress="none",
+                                 egress_allow=["10.0.0.0/8"])
+    SandboxRegistry.register(BASE_IMAGE, sandbox_type="ok", egress_allow=["10.1.2.3/16"])
+    assert SandboxRegistry._custom["ok"].egress_allow == ("10.1.0.0/16",)

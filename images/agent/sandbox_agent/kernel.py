@@ -37,6 +37,9 @@ class KernelDied(Exception):
 
 
 class Kernel:
+    #: The child's module; the E2B code interpreter's contexts run another (envd_code_child).
+    CHILD = "sandbox_agent.kernel_child"
+
     def __init__(self, cwd: str, env: Mapping[str, str], start_timeout: float) -> None:
         self._cwd = cwd
         self._env = dict(env)
@@ -50,6 +53,7 @@ class Kernel:
         self._replies = -1
         self._buffer = b""
         self._seq = 0
+        self._oom_kills: int | None = None  # the sandbox's OOM kills when this kernel started
         self.engine: str | None = None
 
     # ---- the tool --------------------------------------------------------------------------------
@@ -78,7 +82,12 @@ class Kernel:
             os.kill(self._proc.pid, signal.SIGINT)
             reply = self._receive(time.monotonic() + INTERRUPT_GRACE)
         except KernelDied as exc:
+            oom = self._killed_for_memory()
             self.close()
+            if oom:
+                log.warning("kernel was killed for the sandbox's memory limit")
+                return split_output("", f"{procs.oom_message('The IPython kernel was')}; its state "
+                                        "was lost. The next cell starts a new kernel.")
             return split_output("", f"The IPython kernel exited unexpectedly ({exc}); its state was lost. "
                                     "The next cell starts a new kernel.")
         message = f"Cell timed out after {procs.seconds(timeout)} seconds"
@@ -98,10 +107,12 @@ class Kernel:
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        self._oom_kills = procs.oom_kills()
         try:
             self._proc = procs.spawn(
-                [sys.executable, "-m", "sandbox_agent.kernel_child", str(to_child_r), str(from_child_w)],
-                self._cwd, self._env, stdin=subprocess.DEVNULL, pass_fds=(to_child_r, from_child_w))
+                [sys.executable, "-m", self.CHILD, str(to_child_r), str(from_child_w)],
+                self._cwd, self._env, oom_victim=True, stdin=subprocess.DEVNULL,
+                pass_fds=(to_child_r, from_child_w))
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
@@ -150,6 +161,12 @@ class Kernel:
         if code is None:
             return "no reply"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+
+    def _killed_for_memory(self) -> bool:
+        """Whether the kernel died of SIGKILL after the sandbox's OOM killer struck."""
+        code = procs.wait(self._proc, 2.0) if self._proc else None
+        now = procs.oom_kills()
+        return code == -9 and self._oom_kills is not None and now is not None and now > self._oom_kills
 
     def close(self) -> None:
         """Kill the kernel and everything it started; the next cell starts a new one."""

@@ -15,9 +15,21 @@ if TYPE_CHECKING:
     from typing import IO
 
 
-def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], **kwargs) -> subprocess.Popen:
-    """Start ``argv`` as the leader of a new session (so its whole group can be killed)."""
-    return subprocess.Popen(list(argv), cwd=cwd, env=dict(env), start_new_session=True, **kwargs)
+#: Raise the new process's OOM score to the most, then become ``argv`` (exec keeps the pid).
+#: Raising needs no capability; the agent cannot lower its own, so this is how it stays alive.
+_OOM_VICTIM = ["/bin/sh", "-c", '{ echo 1000 >/proc/self/oom_score_adj; } 2>/dev/null; exec "$@"', "sh"]
+#: The sandbox's memory cgroup as it sees it: v2, then v1.
+_CGROUP_V2, _CGROUP_V1 = "/sys/fs/cgroup", "/sys/fs/cgroup/memory"
+
+
+def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], oom_victim: bool = False,
+          **kwargs) -> subprocess.Popen:
+    """Start ``argv`` as the leader of a new session (so its whole group can be killed).
+
+    With ``oom_victim``, it and everything it starts are what the kernel kills first when the
+    sandbox runs out of memory, so the agent itself lives on to say so."""
+    argv = [*_OOM_VICTIM, *argv] if oom_victim else list(argv)
+    return subprocess.Popen(argv, cwd=cwd, env=dict(env), start_new_session=True, **kwargs)
 
 
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -67,3 +79,38 @@ def wait(proc: subprocess.Popen, timeout: float | None) -> int | None:
 def seconds(value: float) -> str:
     """``60`` for 60.0, ``0.5`` for 0.5: how a timeout is written in messages."""
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel killed in this sandbox for its memory limit (None: unknown,
+    e.g. under gVisor, which has no memory cgroup inside)."""
+    for path, key in ((f"{_CGROUP_V2}/memory.events", "oom_kill"),
+                      (f"{_CGROUP_V1}/memory.oom_control", "oom_kill")):
+        try:
+            with open(path) as f:
+                for line in f:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def memory_limit() -> int | None:
+    """The sandbox's memory limit in bytes, or None when there is none or it cannot be read."""
+    for path in (f"{_CGROUP_V2}/memory.max", f"{_CGROUP_V1}/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                value = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        return value if value < 1 << 50 else None  # v1 writes a huge number for "no limit"
+    return None
+
+
+def oom_message(subject: str) -> str:
+    """``<subject> killed for exceeding the sandbox's memory limit (1024 MiB)``."""
+    limit = memory_limit()
+    return (f"{subject} killed for exceeding the sandbox's memory limit"
+            + (f" ({limit >> 20} MiB)" if limit else ""))
