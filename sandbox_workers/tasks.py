@@ -74,7 +74,11 @@ def fleet(ctx) -> Fleet:
 @replying
 def create(self, ctx, name: str, replaces: str | None = None, hops: int = 0) -> Any:
     record = ctx.store.get(name)
-    waited = not (record or {}).get("pool_type")
+    if record is None or record["state"] != states.CREATING:
+        # A copy of a create that is over (sent again, or redelivered): touch nothing, answer
+        # with the name if it is live, else with what became of it.
+        return lifecycle.create_sandbox(ctx, name)
+    waited = not record.get("pool_type")
     if waited and not ctx.store.is_waited(self.request.id):
         # The caller gave up before any worker got here: give the slot back, start nothing.
         log.info("sandbox %s: create abandoned by its caller before it started", name)
