@@ -145,7 +145,7 @@ def test_tool_call_timeout_answers_an_error_result(make_agent):
     assert result["isError"] is True
     assert "did not answer tools/call within 0.5 seconds" in result["content"][0]["text"]
     # The late answer to the abandoned call is dropped, and the server still answers later calls.
-    time.sleep(0.7)
+    _wait_for_log(agent, "which no one awaits (timed out)")
     assert (
         agent.post("mcp/call_tool", {"tool_name": "add", "arguments": {"a": 1, "b": 1}}).json()["content"][0][
             "text"
@@ -171,6 +171,13 @@ def test_a_dead_server_is_restarted_on_next_use(make_agent):
     subprocess.run(["kill", "-9", str(pid)], check=True)
     assert list(agent.get("mcp/list_tools").json()["tester"]) == ["echo", "add", "sleep", "fail"]
     assert _server_pids(agent) != [pid]
+
+
+def _wait_for_log(agent, text: str, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in agent.log.read_text():
+        assert time.monotonic() < deadline, f"the agent never logged {text!r}"
+        time.sleep(0.02)
 
 
 def _server_pids(agent) -> list[int]:

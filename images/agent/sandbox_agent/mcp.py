@@ -1,23 +1,21 @@
-"""MCP servers inside the sandbox: a small client and the ``/mcp/*`` tools.
+"""MCP servers inside the sandbox: the ``/mcp/*`` tools, over a small client.
 
-JSON-RPC 2.0: ``initialize``, ``notifications/initialized``, ``tools/list`` (paginated) and
-``tools/call``, over newline-delimited JSON on a stdio server's stdin/stdout, or over HTTP for
-streamable-HTTP and SSE servers (``mcp_http.py``). Every request has a timeout (the server config's
-``timeout``, else ``MCP_TIMEOUT``). Servers listed in the config files are started on the first MCP
-call, not at agent start-up, so an idle sandbox holds no MCP process.
+The client is one JSON-RPC session (``mcp_session.py``: ``initialize``, ``tools/list`` paginated,
+``tools/call``, timeouts) over one of three transports: stdio (``mcp_stdio.py``), streamable HTTP
+and SSE (``mcp_http.py``). Modules import downwards only: this one -> transports -> session. Every
+request has a timeout (the server config's ``timeout``, else ``MCP_TIMEOUT``). Servers listed in
+the config files are started on the first MCP call, not at agent start-up, so an idle sandbox
+holds no MCP process; the transport modules are imported when a server of their kind is added.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shutil
-import subprocess
 import threading
 
-from . import procs
 from .errors import HTTPError, bad_request
+from .mcp_session import MCPError, MCPTimeout, Session
 from .results import call_tool_result, text_item
 
 TYPE_CHECKING = False
@@ -27,178 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sandbox_agent.mcp")
 
-PROTOCOL_VERSION = "2025-06-18"
-CLIENT_INFO = {"name": "sandbox-agent", "version": "0.1.0"}
 HTTP_TYPES = ("streamable_http", "streamableHttp", "sse")
-
-
-class MCPError(Exception):
-    """A server failed, answered an error, or did not answer in time."""
-
-
-class MCPTimeout(MCPError):
-    pass
-
-
-class StdioServer:
-    """One MCP server process spoken to over its stdin/stdout."""
-
-    def __init__(self, name: str, config: Mapping[str, Any], cwd: str, env: Mapping[str, str],
-                 timeout: float) -> None:
-        self.name = name
-        self.config = dict(config)
-        self.timeout = float(config.get("timeout") or timeout)
-        self._cwd = cwd
-        self._env = {**env, **{str(k): str(v) for k, v in (config.get("env") or {}).items()}}
-        self._proc: subprocess.Popen | None = None
-        self._write_lock = threading.Lock()
-        self._pending: dict[int, dict[str, Any]] = {}
-        self._pending_lock = threading.Lock()
-        self._next_id = 0
-        self.tools: list[dict[str, Any]] = []
-
-    @property
-    def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self) -> None:
-        self._open()
-        result = self.request("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO})
-        log.info("MCP server %r started (%s, protocol %s)", self.name, self._describe(),
-                 result.get("protocolVersion"))
-        self._write({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        self.refresh_tools()
-
-    def _describe(self) -> str:
-        return f"pid {self._proc.pid}" if self._proc else "not running"
-
-    def _open(self) -> None:
-        command = str(self.config["command"])
-        argv = [shutil.which(command, path=self._env.get("PATH")) or command]
-        argv += [str(a) for a in self.config.get("args") or []]
-        try:
-            self._proc = procs.spawn(argv, self._cwd, self._env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
-        except OSError as exc:
-            raise MCPError(f"cannot start {command!r}: {exc.strerror or exc}") from None
-        threading.Thread(target=self._read_loop, args=(self._proc,), name=f"mcp-{self.name}",
-                         daemon=True).start()
-
-    def refresh_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
-        params: dict[str, Any] = {}
-        while True:
-            page = self.request("tools/list", params)
-            tools.extend(t for t in page.get("tools") or [] if isinstance(t, dict) and t.get("name"))
-            cursor = page.get("nextCursor")
-            if not cursor:
-                break
-            params = {"cursor": cursor}
-        self.tools = tools
-        return tools
-
-    def call_tool(self, tool: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("tools/call", {"name": tool, "arguments": dict(arguments)})
-
-    def request(self, method: str, params: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        timeout = self.timeout if timeout is None else timeout
-        with self._pending_lock:
-            self._next_id += 1
-            request_id = self._next_id
-            slot: dict[str, Any] = {"event": threading.Event()}
-            self._pending[request_id] = slot
-        try:
-            self._write({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
-            if not slot["event"].wait(timeout):
-                self._notify_cancel(request_id)
-                raise MCPTimeout(f"MCP server {self.name!r} did not answer {method} within "
-                                 f"{procs.seconds(timeout)} seconds")
-        finally:
-            with self._pending_lock:
-                self._pending.pop(request_id, None)
-        message = slot.get("message")
-        if message is None:
-            raise MCPError(f"MCP server {self.name!r} exited")
-        if "error" in message:
-            error = message["error"] or {}
-            raise MCPError(f"MCP server {self.name!r}: {error.get('message', error)}")
-        result = message.get("result")
-        return result if isinstance(result, dict) else {}
-
-    def _notify_cancel(self, request_id: int) -> None:
-        with contextlib.suppress(MCPError):
-            self._write({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                         "params": {"requestId": request_id, "reason": "timeout"}})
-
-    def _write(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, ensure_ascii=False).encode() + b"\n"
-        with self._write_lock:
-            proc = self._proc
-            if proc is None or proc.stdin is None:
-                raise MCPError(f"MCP server {self.name!r} is not running")
-            try:
-                proc.stdin.write(data)
-                proc.stdin.flush()
-            except (BrokenPipeError, ValueError, OSError):
-                raise MCPError(f"MCP server {self.name!r} exited") from None
-
-    def _read_loop(self, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            self._on_line(line)
-        log.info("MCP server %r closed its stdout", self.name)
-        self._wake_all()
-
-    def _on_line(self, line: bytes | str) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            log.warning("MCP server %r wrote a non-JSON line: %.200r", self.name, line)
-            return
-        for item in message if isinstance(message, list) else [message]:  # a batch, or one
-            if isinstance(item, dict):
-                self._on_message(item)
-
-    def _wake_all(self) -> None:
-        with self._pending_lock:  # wake every waiter: no answer will come
-            for slot in self._pending.values():
-                slot["event"].set()
-
-    def _on_message(self, message: dict[str, Any]) -> None:
-        if "method" in message:
-            if "id" in message:  # a request from the server; we offer no client capabilities but ping
-                if message["method"] == "ping":
-                    reply = {"jsonrpc": "2.0", "id": message["id"], "result": {}}
-                else:
-                    reply = {"jsonrpc": "2.0", "id": message["id"],
-                             "error": {"code": -32601, "message": "Method not found"}}
-                with contextlib.suppress(MCPError):
-                    self._write(reply)
-            elif message["method"] == "notifications/tools/list_changed":
-                self.tools = []  # re-listed on next use
-            return
-        with self._pending_lock:
-            slot = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-        if slot is not None:
-            slot["message"] = message
-            slot["event"].set()
-
-    def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            if proc.stdin:
-                proc.stdin.close()
-        except OSError:
-            pass
-        if procs.wait(proc, 1.0) is None:
-            procs.kill_group(proc)
-            procs.wait(proc, 5.0)
 
 
 def _dump_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -269,7 +96,7 @@ class MCPManager:
         self._env = env
         self._timeout = timeout
         self._config_paths = config_paths
-        self._servers: dict[str, StdioServer] = {}
+        self._servers: dict[str, Session] = {}
         self._lock = threading.RLock()
         self._loaded = False
 
@@ -302,7 +129,7 @@ class MCPManager:
                     if not overwrite:
                         continue
                     self._servers.pop(name).close()
-                server = _server_class(config)(name, config, self._cwd, self._env, self._timeout)
+                server = _session(name, config, self._cwd, self._env, self._timeout)
                 try:
                     server.start()
                 except MCPError as exc:
@@ -343,7 +170,7 @@ class MCPManager:
         except MCPError as exc:
             raise HTTPError(502, str(exc)) from None
 
-    def _find(self, tool_name: str) -> StdioServer | None:
+    def _find(self, tool_name: str) -> Session | None:
         for refresh in (False, True):
             for name in list(self._servers):
                 tools = self._fresh_tools(name) if refresh or not self._servers[name].tools else \
@@ -398,11 +225,16 @@ def _parse_configs(server_configs: Any) -> dict[str, dict[str, Any]]:
     return servers
 
 
-def _server_class(config: Mapping[str, Any]) -> type[StdioServer]:
+def _session(name: str, config: Mapping[str, Any], cwd: str, env: Mapping[str, str],
+             default_timeout: float) -> Session:
     """Upstream's rule: a command is stdio; type streamable_http/streamableHttp is streamable
     HTTP; any other url is SSE."""
+    timeout = float(config.get("timeout") or default_timeout)
     if config.get("command"):
-        return StdioServer
-    from .mcp_http import SseServer, StreamableHttpServer
+        from .mcp_stdio import StdioTransport
 
-    return StreamableHttpServer if config.get("type") in HTTP_TYPES[:2] else SseServer
+        return Session(StdioTransport(name, config, cwd, env), timeout)
+    from .mcp_http import SseTransport, StreamableHttpTransport
+
+    kind = StreamableHttpTransport if config.get("type") in HTTP_TYPES[:2] else SseTransport
+    return Session(kind(name, config, timeout), timeout)

@@ -1,7 +1,7 @@
 """MCP over HTTP: streamable-HTTP and (legacy) SSE servers, with the standard library only.
 
-Both reuse the stdio client's request bookkeeping (ids, waiters, timeouts, server requests) and
-replace how a message is sent and how answers come back:
+Two transports of :class:`~sandbox_agent.mcp_session.Session`, which keeps the request bookkeeping
+(ids, waiters, timeouts, server requests); here is only how a message is sent and how answers come back:
 
 - **streamable HTTP** (``{"type": "streamable_http", "url": ...}``): every message is a ``POST`` of
   JSON to the url; the answer is JSON, or an SSE stream (``text/event-stream``) whose ``data:``
@@ -24,11 +24,11 @@ import sys
 import threading
 from urllib.parse import urljoin, urlsplit
 
-from .mcp import MCPError, StdioServer
+from .mcp_session import MCPError, Transport
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import Any
 
 log = logging.getLogger("sandbox_agent.mcp")
@@ -87,43 +87,46 @@ def _events(response: http.client.HTTPResponse) -> Iterator[tuple[str, str]]:
                 data.append(value)
 
 
-class StreamableHttpServer(StdioServer):
-    """An MCP server spoken to with POSTs (MCP's streamable HTTP transport)."""
-
-    def __init__(self, name: str, config: Mapping[str, Any], cwd: str, env: Mapping[str, str],
-                 timeout: float) -> None:
-        super().__init__(name, config, cwd, env, timeout)
+class _HttpTransport(Transport):
+    def __init__(self, name: str, config: Mapping[str, Any], timeout: float) -> None:
+        super().__init__(name)
         self.url = str(config["url"])
         self.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+        self.timeout = timeout
+        self._receive: Callable[[bytes | str], None] = lambda raw: None
+
+    def describe(self) -> str:
+        return self.url
+
+    def _unreachable(self, url: str, exc: Exception) -> MCPError:
+        return MCPError(f"MCP server {self.name!r} at {url} is not answering: {exc}")
+
+
+class StreamableHttpTransport(_HttpTransport):
+    """MCP's streamable HTTP transport: every message is a POST."""
+
+    def __init__(self, name: str, config: Mapping[str, Any], timeout: float) -> None:
+        super().__init__(name, config, timeout)
         self._session: str | None = None
-        self._protocol: str | None = None
         self._open_ok = False
 
     @property
     def alive(self) -> bool:
         return self._open_ok
 
-    def _describe(self) -> str:
-        return self.url
-
-    def _open(self) -> None:
-        self._session = self._protocol = None
+    def open(self, receive: Callable[[bytes | str], None], closed: Callable[[], None]) -> None:
+        self._receive = receive
+        self._session = None
         self._open_ok = True
 
-    def request(self, method: str, params: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        result = super().request(method, params, timeout)
-        if method == "initialize":
-            self._protocol = str(result.get("protocolVersion") or "") or None
-        return result
-
-    def _write(self, message: dict[str, Any]) -> None:
-        """POST one message; whatever comes back (JSON or an event stream) is dispatched."""
+    def send(self, message: dict[str, Any]) -> None:
+        """POST one message; whatever comes back (JSON or an event stream) is received before this returns."""
         headers = {**self.headers, "Content-Type": "application/json",
                    "Accept": "application/json, text/event-stream"}
         if self._session:
             headers["Mcp-Session-Id"] = self._session
-        if self._protocol:
-            headers[PROTOCOL_HEADER] = self._protocol
+        if self.protocol:
+            headers[PROTOCOL_HEADER] = self.protocol
         conn, target = _connection(self.url, self.timeout)
         try:
             conn.request("POST", target, body=json.dumps(message).encode(), headers=headers)
@@ -140,13 +143,13 @@ class StreamableHttpServer(StdioServer):
             kind = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
             if kind == "text/event-stream":
                 for _event, data in _events(response):
-                    self._on_line(data)
+                    self._receive(data)
             elif response.status != 202 and kind == "application/json":
-                self._on_line(response.read())
+                self._receive(response.read())
             else:
                 response.read()
         except (OSError, http.client.HTTPException) as exc:
-            raise MCPError(f"MCP server {self.name!r} at {self.url} is not answering: {exc}") from None
+            raise self._unreachable(self.url, exc) from None
         finally:
             conn.close()
 
@@ -161,14 +164,11 @@ class StreamableHttpServer(StdioServer):
             conn.close()
 
 
-class SseServer(StdioServer):
-    """An MCP server with the legacy HTTP+SSE transport."""
+class SseTransport(_HttpTransport):
+    """The legacy HTTP+SSE transport: answers come on a GET event stream, messages go as POSTs."""
 
-    def __init__(self, name: str, config: Mapping[str, Any], cwd: str, env: Mapping[str, str],
-                 timeout: float) -> None:
-        super().__init__(name, config, cwd, env, timeout)
-        self.url = str(config["url"])
-        self.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
+    def __init__(self, name: str, config: Mapping[str, Any], timeout: float) -> None:
+        super().__init__(name, config, timeout)
         self._endpoint: str | None = None
         self._stream: http.client.HTTPConnection | None = None
         self._reader: threading.Thread | None = None
@@ -177,16 +177,14 @@ class SseServer(StdioServer):
     def alive(self) -> bool:
         return self._reader is not None and self._reader.is_alive()
 
-    def _describe(self) -> str:
-        return self.url
-
-    def _open(self) -> None:
+    def open(self, receive: Callable[[bytes | str], None], closed: Callable[[], None]) -> None:
+        self._receive = receive
         conn, target = _connection(self.url, self.timeout)
         try:
             conn.request("GET", target, headers={**self.headers, "Accept": "text/event-stream"})
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            raise MCPError(f"MCP server {self.name!r} at {self.url} is not answering: {exc}") from None
+            raise self._unreachable(self.url, exc) from None
         if response.status != 200:
             conn.close()
             raise MCPError(f"MCP server {self.name!r} answered HTTP {response.status} to its event stream")
@@ -194,29 +192,30 @@ class SseServer(StdioServer):
             conn.sock.settimeout(None)  # the stream stays open; requests have their own timeouts
         self._stream = conn
         ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_events, args=(response, ready),
+        self._reader = threading.Thread(target=self._read_events, args=(response, ready, closed),
                                         name=f"mcp-sse-{self.name}", daemon=True)
         self._reader.start()
         if not ready.wait(self.timeout) or self._endpoint is None:
             self.close()
             raise MCPError(f"MCP server {self.name!r} sent no endpoint event")
 
-    def _read_events(self, response: http.client.HTTPResponse, ready: threading.Event) -> None:
+    def _read_events(self, response: http.client.HTTPResponse, ready: threading.Event,
+                     closed: Callable[[], None]) -> None:
         try:
             for event, data in _events(response):
                 if event == "endpoint":
                     self._endpoint = urljoin(self.url, data.strip())
                     ready.set()
                 elif event == "message":
-                    self._on_line(data)
+                    self._receive(data)
         except (OSError, ValueError, http.client.HTTPException):
             pass
         finally:
             ready.set()
             log.info("MCP server %r closed its event stream", self.name)
-            self._wake_all()
+            closed()
 
-    def _write(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any]) -> None:
         if not self._endpoint or not self.alive:
             raise MCPError(f"MCP server {self.name!r} is not connected")
         conn, target = _connection(self._endpoint, self.timeout)
@@ -229,7 +228,7 @@ class SseServer(StdioServer):
                 raise MCPError(f"MCP server {self.name!r} answered HTTP {response.status}: "
                                f"{body.decode('utf-8', 'replace')}")
         except (OSError, http.client.HTTPException) as exc:
-            raise MCPError(f"MCP server {self.name!r} at {self._endpoint} is not answering: {exc}") from None
+            raise self._unreachable(self._endpoint, exc) from None
         finally:
             conn.close()
 
