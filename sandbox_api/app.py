@@ -19,7 +19,7 @@ from sandbox_core.fleet import Fleet
 from sandbox_core.registry import load_extensions
 from sandbox_core.settings import Settings, extensions_from_env, load_settings
 
-from . import auth, desktop, guards, proxy, rpc
+from . import auth, desktop, e2b, guards, proxy, rpc
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
     app.register_blueprint(rpc.bp)
     app.register_blueprint(proxy.bp)
     app.register_blueprint(desktop.bp)
+    e2b.init_app(app)  # E2B's control plane, envd and code interpreter (docs/e2b.md)
     app.add_url_rule("/health", "health", _health)
     app.add_url_rule("/fleet/status", "fleet_status", _status)
     _register_error_handlers(app)

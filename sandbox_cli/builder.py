@@ -78,6 +78,9 @@ BUILTIN: dict[str, ImageSpec] = {
                       requirements=IMAGES_DIR / "base" / "requirements.txt", needs_rootfs=True),
     "filesystem": _type("filesystem", ("nodejs",), "filesystem"),
     "browser": _type("browser", ("nodejs", "chromium"), "playwright"),
+    "code-interpreter": ImageSpec("code-interpreter", IMAGES_DIR / "code-interpreter" / "Dockerfile",
+                                  context=IMAGES_DIR / "code-interpreter", parent="base",
+                                  requirements=IMAGES_DIR / "code-interpreter" / "requirements.txt"),
     "gui": _type("gui", ("xvfb", "x11vnc", "twm", "xdotool", "python3-xlib", "python3-tk",
                          "only:novnc"), "computer-use", npm=False),
 }

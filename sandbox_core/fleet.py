@@ -293,6 +293,11 @@ class Fleet:
             return self._create_deadline(record, now)
         if state not in (states.WARM, states.RUNNING):
             return None, None  # released, recycled, replaced, error: nothing holds a slot
+        expires = record.get("e2b_expires_at")
+        if expires:  # E2B's `timeout` (sandbox_api/e2b): a time to live, not an idle clock;
+            # a paused sandbox waits for its resume
+            at = now + LIFETIME_RECHECK if record.get("e2b_paused") else float(expires)
+            return ("e2b_timeout: its time to live ran out", None) if at <= now else (None, at)
         ends = []
         idle, max_life = self.settings.sandbox_idle_timeout, self.settings.FLEET_SANDBOX_MAX_LIFETIME
         pooled = state == states.WARM and bool(record.get("pool_type"))

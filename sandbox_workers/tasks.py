@@ -17,10 +17,10 @@ from sandbox_core import jobs
 from sandbox_core import store as states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.desktop_paths import desktop_path
-from sandbox_core.errors import BadRequest, NotFound, SandboxError
+from sandbox_core.errors import BadRequest, Conflict, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
-from . import lifecycle, liveness
+from . import e2b_relay, lifecycle, liveness
 from .context import current
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,12 @@ def control(self, ctx, name: str, op: str) -> Any:
     if op == "stop":
         ctx.backend.stop(container_id, timeout=1)
         return True
+    if op in ("pause", "unpause"):  # E2B's pause and resume (sandbox_api/e2b)
+        action = getattr(ctx.backend, op, None)
+        if action is None:
+            raise Conflict(f"the {ctx.settings.CONTAINER_DEPLOYMENT} backend cannot pause sandboxes")
+        action(container_id)
+        return True
     raise BadRequest(f"unknown control operation {op!r}")
 
 
@@ -145,6 +151,9 @@ def agent(self, ctx, name: str, op: str, timeout: float, **payload: Any) -> Any:
                                       bool(payload.get("overwrite")), timeout)
     if op == "check_health":
         return client.check_health(record)
+    if op == "e2b_stream":  # an E2B process's output, relayed through Redis (e2b_relay.py)
+        return e2b_relay.relay(ctx, record, payload["stream_id"], timeout, payload.get("start"),
+                               payload.get("process"))
     if op == "warm":
         client.call_tool(record, "run_shell_command", {"command": "true"}, timeout)
         return True

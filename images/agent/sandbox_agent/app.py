@@ -11,6 +11,7 @@ import threading
 from _operator import _compare_digest as compare_digest  # what hmac.compare_digest is, minus OpenSSL
 
 from .config import Settings, sha256
+from .envd import routes as envd_routes
 from .errors import HTTPError, bad_request
 from .httpd import Request, Response, json_response, text_response
 
@@ -53,6 +54,7 @@ class App:
             "/workspace/mkdir": {"POST": self.mkdir},
             "/websockify": {"GET": self.desktop_websocket},
         }
+        self.routes.update(envd_routes(self))  # E2B's envd and code interpreter (envd.py)
 
     def __call__(self, request: Request) -> Response:
         self.authorize(request.headers.get("Authorization"))

@@ -1,0 +1,219 @@
+"""E2B envd's process service: start, follow output by cursor, list, signal, stdin.
+
+A process outlives whoever started it. Its output goes to a bounded log that readers follow by
+cursor (the fleet's worker relays it to the API), so a reader that goes away leaves the process
+running and a later reader reattaches by pid or tag. Output a reader lags behind by more than
+LOG_LIMIT bytes is dropped, oldest first, and the reader is told how much.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+
+from . import procs
+from .errors import HTTPError, bad_request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+LOG_LIMIT = 1 << 20  # bytes of output kept per process for readers that lag
+KEEP_ENDED = 120.0  # seconds an ended process can still be read (a reader reattaching late)
+HOME = "/home/user"
+USER = "user"
+SIGNALS = {"SIGNAL_SIGKILL": signal.SIGKILL, "SIGNAL_SIGTERM": signal.SIGTERM,
+           "SIGNAL_SIGINT": signal.SIGINT, "SIGNAL_SIGHUP": signal.SIGHUP}
+
+
+def user_env(base: Mapping[str, str]) -> dict[str, str]:
+    """What every E2B process starts with: the sandbox's environment (create-time envVars
+    included) and E2B's default user's HOME and USER."""
+    env = dict(base)
+    env.setdefault("HOME", HOME)
+    env.setdefault("USER", USER)
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return env
+
+
+def home_or_root(cwd: str | None) -> str:
+    if cwd:
+        return cwd
+    return HOME if os.path.isdir(HOME) else "/"
+
+
+class Proc:
+    def __init__(self, popen: subprocess.Popen, config: dict[str, Any], tag: str | None) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.config = config
+        self.tag = tag
+        self.events: collections.deque[dict[str, Any]] = collections.deque()
+        self.first = 0  # cursor of events[0]
+        self.size = 0
+        self.end: dict[str, Any] | None = None
+        self.ended_at = 0.0
+        self.cond = threading.Condition()
+
+    def add(self, event: dict[str, Any], size: int = 0) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.size += size
+            while self.size > LOG_LIMIT and len(self.events) > 1:
+                dropped = self.events.popleft()
+                self.size -= dropped.get("_size", 0)
+                self.first += 1
+            self.cond.notify_all()
+
+    def read(self, cursor: int, wait: float) -> dict[str, Any]:
+        """Events from ``cursor`` on, waiting up to ``wait`` seconds for one."""
+        deadline = time.monotonic() + wait
+        with self.cond:
+            while cursor >= self.first + len(self.events) and self.end is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            start = max(cursor, self.first)
+            events = [{k: v for k, v in e.items() if k != "_size"}
+                      for e in list(self.events)[start - self.first:]]
+            return {"pid": self.pid, "events": events, "cursor": self.first + len(self.events),
+                    "dropped": max(0, self.first - cursor), "end": self.end}
+
+
+class ProcessTable:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = user_env(env)
+        self._procs: dict[int, Proc] = {}
+        self._lock = threading.Lock()
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]:
+        config = body.get("process") or {}
+        cmd = config.get("cmd")
+        if not isinstance(cmd, str) or not cmd:
+            raise bad_request("process.cmd is required")
+        args = config.get("args") or []
+        envs = config.get("envs") or {}
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise bad_request("process.args must be a list of strings")
+        if not isinstance(envs, dict):
+            raise bad_request("process.envs must be an object")
+        if body.get("pty"):
+            raise HTTPError(501, "pty is not supported by this sandbox")
+        cwd = home_or_root(config.get("cwd"))
+        env = {**self._env, **{str(k): str(v) for k, v in envs.items()}}
+        try:
+            popen = procs.spawn([cmd, *args], cwd, env, oom_victim=True,
+                                stdin=subprocess.PIPE if body.get("stdin") else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise HTTPError(404, f"cannot start {cmd!r} in {cwd!r}: {exc.strerror}") from None
+        proc = Proc(popen, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd}, body.get("tag"))
+        with self._lock:
+            self._forget_ended()
+            self._procs[proc.pid] = proc
+        threading.Thread(target=self._pump, args=(proc,), daemon=True,
+                         name=f"envd-proc-{proc.pid}").start()
+        return {"pid": proc.pid}
+
+    def _pump(self, proc: Proc) -> None:
+        """Move the process's output into its log until it exits, then record the end."""
+        popen = proc.popen
+        names = {popen.stdout.fileno(): "stdout", popen.stderr.fileno(): "stderr"}
+        with selectors.DefaultSelector() as sel:
+            for stream in (popen.stdout, popen.stderr):
+                sel.register(stream, selectors.EVENT_READ)
+            exited_at = None
+            while sel.get_map():
+                # After the process exits, a child it left running may hold the pipes: read
+                # what is there, then stop (E2B ends a command when its process exits).
+                if exited_at is None and popen.poll() is not None:
+                    exited_at = time.monotonic()
+                if exited_at is not None and time.monotonic() - exited_at > 0.2:
+                    break
+                for key, _ in sel.select(0.05 if exited_at else 0.5):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                        continue
+                    proc.add({"data": {names[key.fd]: base64.b64encode(chunk).decode()},
+                              "_size": len(chunk)}, len(chunk))
+        code = popen.wait()
+        for stream in (popen.stdout, popen.stderr, popen.stdin):
+            if stream is not None:
+                stream.close()
+        if code < 0:
+            end = {"exitCode": -1, "exited": False, "status": f"signal: {signal.Signals(-code).name}"}
+        else:
+            end = {"exitCode": code, "exited": True, "status": f"exit status {code}"}
+        with proc.cond:
+            proc.end = end
+            proc.ended_at = time.monotonic()
+            proc.cond.notify_all()
+
+    def _forget_ended(self) -> None:
+        now = time.monotonic()
+        for pid in [p for p, proc in self._procs.items()
+                    if proc.end is not None and now - proc.ended_at > KEEP_ENDED]:
+            del self._procs[pid]
+
+    def find(self, selector: dict[str, Any] | None) -> Proc:
+        selector = selector or {}
+        with self._lock:
+            if selector.get("pid") is not None:
+                proc = self._procs.get(int(selector["pid"]))
+            else:
+                proc = next((p for p in self._procs.values()
+                             if selector.get("tag") and p.tag == selector["tag"]), None)
+        if proc is None:
+            raise HTTPError(404, f"process {selector.get('pid') or selector.get('tag')} not found")
+        return proc
+
+    def read(self, body: dict[str, Any]) -> dict[str, Any]:
+        wait = min(max(float(body.get("wait") or 0), 0.0), 30.0)
+        return self.find(body.get("process")).read(int(body.get("cursor") or 0), wait)
+
+    def list(self) -> dict[str, Any]:
+        with self._lock:
+            self._forget_ended()
+            running = [p for p in self._procs.values() if p.end is None]
+        return {"processes": [{"pid": p.pid, "config": p.config, **({"tag": p.tag} if p.tag else {})}
+                              for p in running]}
+
+    def signal(self, body: dict[str, Any]) -> dict[str, Any]:
+        proc = self.find(body.get("process"))
+        sig = SIGNALS.get(body.get("signal") or "SIGNAL_SIGKILL")
+        if sig is None:
+            raise bad_request(f"unknown signal {body.get('signal')!r}")
+        if proc.end is not None:
+            raise HTTPError(404, f"process {proc.pid} has ended")
+        procs.kill_group(proc.popen, sig)
+        return {}
+
+    def send_input(self, body: dict[str, Any]) -> dict[str, Any]:
+        proc = self.find(body.get("process"))
+        data = base64.b64decode((body.get("input") or {}).get("stdin") or "")
+        if proc.popen.stdin is None or proc.popen.stdin.closed:
+            raise HTTPError(400, f"process {proc.pid} has no open stdin")
+        proc.popen.stdin.write(data)
+        proc.popen.stdin.flush()
+        return {}
+
+    def close_stdin(self, body: dict[str, Any]) -> dict[str, Any]:
+        proc = self.find(body.get("process"))
+        if proc.popen.stdin is not None and not proc.popen.stdin.closed:
+            proc.popen.stdin.close()
+        return {}
+
+    def close(self) -> None:
+        with self._lock:
+            for proc in self._procs.values():
+                if proc.end is None:
+                    procs.kill_group(proc.popen)

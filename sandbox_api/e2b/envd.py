@@ -1,0 +1,266 @@
+"""envd over the fleet: the process and filesystem services (Connect), ``/files`` and ``/health``.
+
+Reached with ``E2B_SANDBOX_URL`` pointing at this API: every call names its sandbox in
+``E2b-Sandbox-Id`` and carries that sandbox's ``X-Access-Token``. Files move in CHUNK-sized
+parts, each one agent call, so neither this process nor the broker holds a whole large file.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from sandbox_core.errors import BadRequest, NotFound, SandboxError
+from sandbox_core.fleet import Fleet
+
+from . import connect, sandboxes, streams
+
+bp = Blueprint("e2b_envd", __name__)
+
+CHUNK = 4 << 20
+MAX_STREAM = 3600.0  # the agent job's own limit
+MAX_JSON = 4 << 20
+
+#: Connect methods served by one agent call: (service, method) -> agent route.
+UNARY = {
+    ("process.Process", "List"): "envd/process/list",
+    ("process.Process", "SendSignal"): "envd/process/signal",
+    ("process.Process", "SendInput"): "envd/process/input",
+    ("process.Process", "CloseStdin"): "envd/process/close_stdin",
+    ("filesystem.Filesystem", "Stat"): "envd/fs/stat",
+    ("filesystem.Filesystem", "ListDir"): "envd/fs/list_dir",
+    ("filesystem.Filesystem", "MakeDir"): "envd/fs/make_dir",
+    ("filesystem.Filesystem", "Move"): "envd/fs/move",
+    ("filesystem.Filesystem", "Remove"): "envd/fs/remove",
+}
+STREAMS = {("process.Process", "Start"), ("process.Process", "Connect")}
+
+
+class SandboxGone(SandboxError):
+    """What E2B's proxy answers for a sandbox that is not running (the SDK reads the words)."""
+
+    status = 502
+
+
+def fleet() -> Fleet:
+    return current_app.extensions["sandbox_fleet"]
+
+
+def target(token_optional: bool = False) -> dict:
+    """The sandbox the call names, checked against its access token, running. The code
+    interpreter SDK sends no token with its /contexts calls (``token_optional``); a wrong one
+    is refused there too."""
+    sandbox_id = request.headers.get("E2b-Sandbox-Id", "")
+    try:
+        record = sandboxes.find(fleet(), sandbox_id)
+    except NotFound:
+        raise SandboxGone(f"The sandbox {sandbox_id} was not found") from None
+    token = request.headers.get("X-Access-Token")
+    if token is not None or not token_optional:
+        sandboxes.authorize(record, token)
+    if record.get("e2b_paused"):
+        raise SandboxGone(f"The sandbox {sandbox_id} is paused: it was not found running; "
+                          "connect to it to resume it")
+    return record
+
+
+def small_body() -> bytes:
+    data = request.stream.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise BadRequest(f"the request body is over {MAX_JSON >> 20} MiB")
+    return data
+
+
+def small_json() -> dict:
+    import json
+
+    data = small_body()
+    try:
+        body = json.loads(data or b"{}")
+    except ValueError:
+        raise BadRequest("the request body must be JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return body
+
+
+# -- Connect RPC ---------------------------------------------------------------------------------
+
+@bp.route("/<any('process.Process', 'filesystem.Filesystem'):service>/<method>", methods=["POST"])
+def rpc(service: str, method: str):
+    if (service, method) in STREAMS:
+        return _stream(method)
+    route = UNARY.get((service, method))
+    if route is None:
+        raise Unimplemented(f"{service}/{method} is not served by this fleet (docs/e2b.md)")
+    record = target()
+    return jsonify(streams.call_json(fleet(), record, route, small_json()))
+
+
+class Unimplemented(SandboxError):
+    status = 501
+
+
+def _stream(method: str) -> Response:
+    timeout = connect.timeout_seconds(request.headers.get("Connect-Timeout-Ms"), MAX_STREAM,
+                                      MAX_STREAM)
+    try:
+        message = connect.first_message(small_body())
+        record = target()
+        if method == "Start":
+            stream_id = streams.open_stream(fleet(), record, timeout, start=message)
+        else:
+            selector = message.get("process") or {}
+            if not isinstance(selector, dict) or not (selector.get("pid") or selector.get("tag")):
+                raise BadRequest("process.pid or process.tag is required")
+            stream_id = streams.open_stream(fleet(), record, timeout, process=selector)
+    except ValueError as e:
+        return _stream_response(iter([connect.end_stream(400, str(e))]))
+    except SandboxError as e:
+        return _stream_response(iter([connect.end_stream(e.status, e.detail)]))
+    return _stream_response(_frames(streams.events(fleet(), stream_id, timeout)))
+
+
+def _frames(messages: Iterator[dict]) -> Iterator[bytes]:
+    for message in messages:
+        if "error" in message:
+            yield connect.end_stream(message["error"]["status"], message["error"]["message"])
+            return
+        yield connect.envelope({"event": message["event"]})
+        if message.get("done"):
+            yield connect.end_stream()
+            return
+    yield connect.end_stream()
+
+
+def _stream_response(frames: Iterator[bytes]) -> Response:
+    response = Response(frames, status=200, content_type="application/connect+json")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must not hold the output back
+    return response
+
+
+# -- /files and /health --------------------------------------------------------------------------
+
+@bp.route("/files", methods=["GET"])
+def download():
+    record = target()
+    path = _path()
+    first = _read(record, path, 0)
+
+    def parts() -> Iterator[bytes]:
+        chunk, offset = first, 0
+        while True:
+            yield chunk
+            offset += len(chunk)
+            if len(chunk) < CHUNK:
+                return
+            chunk = _read(record, path, offset)
+
+    return Response(parts(), status=200, content_type="application/octet-stream")
+
+
+def _read(record: dict, path: str, offset: int) -> bytes:
+    reply = streams.call(fleet(), record, "GET", "envd/files",
+                         query=urlencode({"path": path, "offset": offset, "length": CHUNK}))
+    if reply.status != 200:
+        raise streams.agent_error(reply.status, reply.detail)
+    return reply.body
+
+
+@bp.route("/files", methods=["POST"])
+def upload():
+    record = target()
+    kind = (request.mimetype or "").lower()
+    if kind == "multipart/form-data":
+        parts = request.files.getlist("file") or list(request.files.values())
+        if not parts:
+            raise BadRequest("the multipart body has no file part")
+        single = request.args.get("path")
+        if single and len(parts) > 1:
+            raise BadRequest("path names one file; the body has several")
+        written = [_write(record, single or part.filename or "", _pieces(part.stream))
+                   for part in parts]
+    else:
+        body: Iterator[bytes] = _pieces(request.stream)
+        if request.headers.get("Content-Encoding", "").lower() == "gzip":
+            body = _gunzip(body)
+        written = [_write(record, _path(), body)]
+    return jsonify(written)
+
+
+def _path() -> str:
+    path = request.args.get("path", "")
+    if not path:
+        raise BadRequest("path is required")
+    return path
+
+
+def _pieces(stream) -> Iterator[bytes]:
+    while True:
+        data = stream.read(CHUNK)
+        if not data:
+            return
+        yield data
+
+
+def _gunzip(parts: Iterator[bytes]) -> Iterator[bytes]:
+    inflate = zlib.decompressobj(wbits=31)
+    for part in parts:
+        try:
+            data = inflate.decompress(part, CHUNK)
+            while data:
+                yield data
+                data = inflate.decompress(inflate.unconsumed_tail, CHUNK)
+        except zlib.error as e:
+            raise BadRequest(f"the gzip body is corrupt: {e}") from None
+
+
+def _write(record: dict, path: str, parts: Iterator[bytes]) -> dict:
+    """Write a file in CHUNK-sized agent calls (regrouped: a gzip body inflates unevenly)."""
+    if not path:
+        raise BadRequest("every file part needs a path (its filename)")
+    offset, buffer, info = 0, b"", None
+    for part in parts:
+        buffer += part
+        while len(buffer) >= CHUNK:
+            info = _put(record, path, offset, buffer[:CHUNK])
+            offset, buffer = offset + CHUNK, buffer[CHUNK:]
+    if buffer or info is None:
+        info = _put(record, path, offset, buffer)
+    return info
+
+
+def _put(record: dict, path: str, offset: int, data: bytes) -> dict:
+    reply = streams.call(fleet(), record, "PUT", "envd/files", raw=data or b"",
+                         query=urlencode({"path": path, "offset": offset}))
+    if reply.status != 200:
+        raise streams.agent_error(reply.status, reply.detail)
+    return reply.json()
+
+
+@bp.route("/health", methods=["GET"])
+def health():
+    sandbox_id = request.headers.get("E2b-Sandbox-Id", "")
+    try:
+        record = sandboxes.find(fleet(), sandbox_id)
+    except NotFound:
+        raise SandboxGone(f"The sandbox {sandbox_id} was not found") from None
+    if record.get("e2b_paused"):
+        raise SandboxGone(f"The sandbox {sandbox_id} is paused: it was not found running")
+    return Response(status=204)
+
+
+def rpc_error(e: SandboxError):
+    """Unary Connect errors: ``{code, message}`` with the HTTP status of the code."""
+    status = connect.STATUSES.get(connect.code_of(e.status), 500)
+    return jsonify(connect.error(e.status, e.detail)), status
+
+
+def rest_error(e: SandboxError):
+    """envd's REST errors (``/files``, ``/health``): ``{code: <status>, message}``."""
+    return jsonify(code=e.status, message=e.detail), e.status
+

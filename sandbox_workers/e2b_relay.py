@@ -1,0 +1,79 @@
+"""Relay one E2B process stream from a sandbox's agent to the API process that serves it.
+
+The agent keeps each process's output in a log read by cursor (envd_process.py); this job
+long-polls it and pushes every event onto a Redis list the API blocks on (``BLPOP``), so output
+reaches the client as it is produced, never by polling Redis. The job stops when the process
+ends, when the stream's deadline passes, or when the API stops listening (its client went away):
+the process itself keeps running, and a later Connect reattaches to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from sandbox_core.errors import SandboxError
+from sandbox_core.streams import listen_key, stream_key
+
+log = logging.getLogger(__name__)
+
+#: Longest a single read of the agent waits for output (also how often the listener is checked).
+POLL_WAIT = 5.0
+#: Seconds a stream's list outlives its last push (a reader that is slow, not gone).
+LIST_TTL = 120
+
+
+def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None = None,
+          process: dict | None = None) -> None:
+    """Start a process (``start``: envd's StartRequest) or follow one (``process``: pid/tag)."""
+    redis, client = ctx.store.redis, ctx.agent
+    key = stream_key(stream_id)
+
+    def push(message: dict) -> None:
+        redis.pipeline().rpush(key, json.dumps(message)).expire(key, LIST_TTL).execute()
+
+    def agent(path: str, body: dict, wait: float = 0) -> Any:
+        response = client.request(address, "POST", path, json_body=body, timeout=wait + 30)
+        data = response.json()
+        if response.status != 200:
+            return push({"error": {"status": response.status,
+                                   "message": (data or {}).get("detail", "agent error")}})
+        return data
+
+    deadline = time.monotonic() + timeout
+    try:
+        if start is not None:
+            started = agent("/envd/process/start", start)
+            if started is None:
+                return
+            process = {"pid": started["pid"]}
+            cursor = 0
+        else:
+            first = agent("/envd/process/read", {"process": process, "cursor": 1 << 62})
+            if first is None:
+                return
+            process, cursor = {"pid": first["pid"]}, first["cursor"]  # from now on, as envd
+        push({"event": {"start": {"pid": process["pid"]}}})
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return push({"error": {"status": 504, "message": "the stream's deadline passed; "
+                                       "the process keeps running (reattach with connect)"}})
+            if not redis.exists(listen_key(stream_id)):
+                log.info("sandbox %s: e2b stream of pid %s has no listener; the process keeps "
+                         "running", address["container_name"], process["pid"])
+                return None
+            got = agent("/envd/process/read", {"process": process, "cursor": cursor,
+                                                "wait": min(POLL_WAIT, left)}, POLL_WAIT)
+            if got is None:
+                return None
+            for event in got["events"]:
+                push({"event": event})
+            cursor = got["cursor"]
+            if got["end"] is not None:
+                return push({"event": {"end": got["end"]}, "done": True})
+    except SandboxError as e:
+        push({"error": {"status": e.status, "message": e.detail}})
+    return None
