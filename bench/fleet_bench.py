@@ -50,6 +50,15 @@ def first_stdout(result: dict) -> str:
     return next(c["text"] for c in result["content"] if c.get("description") == "stdout")
 
 
+def container_endpoint(container) -> tuple[str, str]:
+    """A sandbox container's agent URL on loopback and its bearer (the fleet's label, else the
+    ``SECRET_TOKEN`` an upstream image reads)."""
+    port = container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+    env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] or [])
+    token = (container.labels or {}).get("io.sandbox-fleet.secret") or env.get("SECRET_TOKEN", "")
+    return f"http://127.0.0.1:{port}/fastapi", token
+
+
 def bench_acquire(fleet: LocalFleet, sessions: int, batch: int) -> tuple[dict, dict]:
     """Pool hits only: each batch takes what the pool holds, then waits for the refill (untimed)."""
     acquire, release = [], []

@@ -1,0 +1,66 @@
+"""The Markdown table of a side-by-side run (bench/sidebyside.py): each figure for both servers
+(the median over rounds, with the range when there were several) and the ratio fleet/upstream."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+# (label, path into one server's round result, unit)
+ROWS: list[tuple[str, tuple[str, ...], str]] = [
+    ("churn: acquire (claim + `echo hi`) p50", ("churn", "acquire", "p50_ms"), "ms"),
+    ("churn: acquire p99", ("churn", "acquire", "p99_ms"), "ms"),
+    ("churn: call p50", ("churn", "call", "p50_ms"), "ms"),
+    ("churn: call p99", ("churn", "call", "p99_ms"), "ms"),
+    ("churn: release answered p50", ("churn", "release", "p50_ms"), "ms"),
+    ("churn: release answered p99", ("churn", "release", "p99_ms"), "ms"),
+    ("churn: failed sessions", ("churn", "failures"), ""),
+    ("concurrent: calls/s (higher is better)", ("concurrent", "calls_per_s"), "/s"),
+    ("concurrent: call p50", ("concurrent", "call", "p50_ms"), "ms"),
+    ("burst past the pool: all served", ("burst", "all_served_s"), "s"),
+    ("burst: failed sessions", ("burst", "failures"), ""),
+    ("cold create to first result p50", ("cold", "create_to_first_result", "p50_ms"), "ms"),
+    ("cold: release answered p50", ("cold", "release", "p50_ms"), "ms"),
+    ("quiet window: call via the server p50", ("quiet", "via_server", "p50_ms"), "ms"),
+    ("quiet window: straight to the agent p50", ("quiet", "direct_to_agent", "p50_ms"), "ms"),
+    ("quiet window: what the server adds p50", ("quiet", "overhead_p50_ms"), "ms"),
+    ("idle memory per sandbox (mean)", ("idle_memory", "mean_mib"), "MiB"),
+    ("start to a pool that answers", ("pool_ready_after_start_s",), "s"),
+    ("containers left after stop", ("leftover_containers",), ""),
+]
+
+
+def dig(result: dict, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(result, dict):
+            return None
+        result = result.get(key)
+    return result
+
+
+def _fmt(values: list[float], unit: str) -> str:
+    if not values:
+        return "—"
+    middle = statistics.median(values)
+    text = f"{middle:g} {unit}".strip()
+    if len(values) > 1 and min(values) != max(values):
+        text += f" ({min(values):g}-{max(values):g})"
+    return text
+
+
+def markdown(results: dict) -> str:
+    rounds = results["rounds"]
+    sizes = results["sizes"]
+    lines = [f"POOL_SIZE={sizes['pool']}, {len(rounds)} round(s); median over rounds (range)",
+             "", "| figure | upstream | sandbox-fleet | fleet / upstream |", "|---|---|---|---|"]
+    for label, path, unit in ROWS:
+        columns = {}
+        for kind in ("upstream", "fleet"):
+            columns[kind] = [v for r in rounds if kind in r
+                             for v in [dig(r[kind], path)] if isinstance(v, int | float)]
+        up, fleet = columns["upstream"], columns["fleet"]
+        ratio = "—"
+        if up and fleet and statistics.median(up):
+            ratio = f"{statistics.median(fleet) / statistics.median(up):.2f}x"
+        lines.append(f"| {label} | {_fmt(up, unit)} | {_fmt(fleet, unit)} | {ratio} |")
+    return "\n".join(lines)

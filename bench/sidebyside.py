@@ -1,0 +1,178 @@
+"""sandbox-fleet and the upstream server side by side, in one run: ``python -m bench.sidebyside``.
+
+It installs upstream (agentscope-runtime 1.1.6.post2) in its own venv and builds its base image
+offline (bench/upstream.py), then, for each round, starts each server fresh (alternating which goes
+first), waits until its pool of POOL_SIZE answers, runs a warm-up session, and runs the same
+workloads against it (bench/workloads.py): steady churn, N concurrent long sessions, a burst past the
+pool, the quiet-window call vs the direct call, idle memory per sandbox, and cold creates. Between
+workloads it waits until the pool has refilled and every container in it answers. Each server is
+stopped after its round and its containers removed (checked by their name prefix).
+
+Results go to bench/results/sidebyside-<time>.json; a Markdown table (both values and the ratio
+fleet/upstream) to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import docker
+import requests
+
+from sandbox_cli.localfleet import LocalFleet
+
+from . import upstream, workloads
+from .fleet_bench import idle_memory
+from .report import markdown
+
+SETTLE_TIMEOUT = 300.0
+
+
+def pool_answers(server: LocalFleet, docker_client, expected: int) -> bool:
+    """Exactly ``expected`` containers of the server, all running and answering ``/healthz``."""
+    containers = server.containers(docker_client)
+    if len(containers) != expected or any(c.status != "running" for c in containers):
+        return False
+    for container in containers:
+        try:
+            url, token = workloads.container_endpoint(container)
+            if requests.get(f"{url}/healthz", headers={"Authorization": f"Bearer {token}"},
+                            timeout=2).status_code != 200:
+                return False
+        except (requests.RequestException, KeyError, IndexError, TypeError):
+            return False
+    return True
+
+
+def settler(kind: str, server: LocalFleet, docker_client, pool: int) -> Callable[..., float]:
+    """A call that waits (bounded) until the pool is full and quiet, with ``held`` sessions'
+    sandboxes besides it and no container starting or stopping; returns the seconds waited."""
+    def ready(held: int) -> bool:
+        if kind == "fleet":
+            warm = server.get("fleet/status").json()["pools"]["base"]["warm"]
+            if warm < pool:
+                return False
+        return pool_answers(server, docker_client, pool + held)
+
+    def settle(held: int = 0) -> float:
+        start = time.monotonic()
+        try:
+            server.wait_for(lambda: ready(held), timeout=SETTLE_TIMEOUT,
+                            what=f"{kind}: a full pool that answers")
+        except AssertionError:
+            click.echo(f"  {kind}: the pool did not settle in {SETTLE_TIMEOUT:.0f} s; going on",
+                       err=True)
+        return round(time.monotonic() - start, 2)
+
+    return settle
+
+
+def start_server(kind: str, folder: Path, python: Path, pool: int) -> LocalFleet:
+    if kind == "fleet":
+        return LocalFleet(folder, POOL_SIZE=pool).start(timeout=120)
+    return upstream.UpstreamServer(folder, python, POOL_SIZE=pool).start(timeout=120)
+
+
+def remove_leftovers(server: LocalFleet, docker_client) -> int:
+    """Remove whatever the stopped server left behind; returns how many there were."""
+    left = server.containers(docker_client)
+    for container in left:
+        subprocess.run(["docker", "rm", "-f", container.id], capture_output=True, timeout=60)
+    return len(left)
+
+
+def one_round(kind: str, folder: Path, python: Path, docker_client, sizes: dict) -> dict:
+    pool = sizes["pool"]
+    started = time.monotonic()
+    server = start_server(kind, folder, python, pool)
+    result: dict = {}
+    try:
+        client = workloads.Client(server.url, server.token)
+        settle = settler(kind, server, docker_client, pool)
+        settle()  # upstream's containers take ~13 s to answer: this is its warm-up
+        result["pool_ready_after_start_s"] = round(time.monotonic() - started, 2)
+        warmup = workloads.churn(client, 2, 0.5, 5, deadline_s=60)  # untimed: first connections
+        result["warmup_failures"] = warmup["failures"]
+        settle()
+        click.echo(f"  {kind}: churn, {sizes['sessions']} sessions every {sizes['interval']} s", err=True)
+        result["churn"] = workloads.churn(client, sizes["sessions"], sizes["interval"], 5,
+                                          deadline_s=sizes["sessions"] * sizes["interval"] + 300)
+        result["churn"]["settle_after_s"] = settle()
+        click.echo(f"  {kind}: {sizes['agents']} agents x {sizes['calls']} calls", err=True)
+        result["concurrent"] = workloads.concurrent(client, sizes["agents"], sizes["calls"])
+        result["concurrent"]["settle_after_s"] = settle()
+        click.echo(f"  {kind}: a burst of {sizes['burst']} sessions", err=True)
+        result["burst"] = workloads.burst(client, sizes["burst"])
+        result["burst"]["settle_after_s"] = settle()
+        click.echo(f"  {kind}: quiet window, {sizes['quiet']} calls", err=True)
+        result["quiet"] = workloads.quiet_calls(client, docker_client, sizes["quiet"], settle)
+        settle()
+        result["idle_memory"] = idle_memory(server, docker_client, settle=5)
+        click.echo(f"  {kind}: {sizes['cold']} cold creates", err=True)
+        result["cold"] = workloads.cold(client, sizes["cold"])
+    finally:
+        result["stop_rc"] = server.stop(timeout=180)
+        result["leftover_containers"] = remove_leftovers(server, docker_client)
+        result["round_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def machine() -> dict:
+    with open("/proc/meminfo") as f:
+        total_kib = int(f.readline().split()[1])
+    return {"nproc": os.cpu_count(), "memory_gib": round(total_kib / 2**20, 1),
+            "loadavg_start": os.getloadavg()}
+
+
+@click.command()
+@click.option("--pool", default=8, show_default=True, help="POOL_SIZE of both servers")
+@click.option("--rounds", default=2, show_default=True, help="rounds; each starts both servers fresh")
+@click.option("--sessions", default=40, show_default=True, help="churn: sessions")
+@click.option("--interval", default=0.5, show_default=True, help="churn: seconds between arrivals")
+@click.option("--agents", default=8, show_default=True, help="concurrent: sessions held at once")
+@click.option("--calls", default=50, show_default=True, help="concurrent: calls per session")
+@click.option("--burst", "burst_size", default=0, help="burst: sessions at once [default: 2 x pool]")
+@click.option("--quiet", default=200, show_default=True, help="quiet window: calls timed each way")
+@click.option("--cold", default=5, show_default=True, help="cold creates to time")
+@click.option("--only", type=click.Choice(["both", "fleet", "upstream"]), default="both",
+              show_default=True, help="run one server only (for debugging the bench)")
+def main(pool: int, rounds: int, sessions: int, interval: float, agents: int, calls: int,
+         burst_size: int, quiet: int, cold: int, only: str) -> None:
+    """Run the same workloads against sandbox-fleet and upstream's server, alternating."""
+    sizes = {"pool": pool, "sessions": sessions, "interval": interval, "agents": agents,
+             "calls": calls, "burst": burst_size or 2 * pool, "quiet": quiet, "cold": cold}
+    kinds = ["fleet", "upstream"] if only == "both" else [only]
+    python = upstream.ensure_venv()
+    if "upstream" in kinds:
+        upstream.ensure_image(python)
+    docker_client = docker.from_env()
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+                     "sizes": sizes, "upstream": {"version": upstream.VERSION, "image": upstream.IMAGE},
+                     "rounds": []}
+    with tempfile.TemporaryDirectory(prefix="sandbox-fleet-sidebyside-") as tmp:
+        for number in range(rounds):
+            order = kinds if number % 2 == 0 else kinds[::-1]
+            entry = {}
+            for kind in order:
+                click.echo(f"round {number + 1}/{rounds}: {kind}", err=True)
+                entry[kind] = one_round(kind, Path(tmp) / f"{kind}-{number}", python, docker_client,
+                                        sizes)
+            results["rounds"].append(entry)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"sidebyside-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    click.echo(f"results: {path}", err=True)
+    click.echo(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
