@@ -19,7 +19,7 @@ from sandbox_core.fleet import Fleet
 from sandbox_core.registry import load_extensions
 from sandbox_core.settings import Settings, extensions_from_env, load_settings
 
-from . import auth, desktop, e2b, guards, proxy, rpc
+from . import auth, dashboard, desktop, e2b, guards, metrics, openapi, proxy, rpc
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,22 @@ def create_app(settings: Settings | None = None, extensions: list[str] | None = 
 
     app.extensions["sandbox_fleet"] = Fleet.connect(settings, "sandbox_api")
 
+    metrics.init_app(app)  # before auth: its after_request also counts what auth refuses
     auth.init_app(app)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(proxy.bp)
     app.register_blueprint(desktop.bp)
     e2b.init_app(app)  # E2B's control plane, envd and code interpreter (docs/e2b.md)
+    app.register_blueprint(openapi.bp)
+    app.register_blueprint(dashboard.bp)
     app.add_url_rule("/health", "health", _health)
     app.add_url_rule("/fleet/status", "fleet_status", _status)
     _register_error_handlers(app)
     return app
 
 
+@openapi.doc(summary="Health: 200 while the state store answers, else 503", tags=["operations"],
+             responses={200: "healthy", 503: openapi.ErrorReply})
 def _health():
     from flask import current_app
 
@@ -69,6 +74,8 @@ def _health():
     return jsonify(status="healthy", version=fleet.settings.DEFAULT_SANDBOX_TYPE)
 
 
+@openapi.doc(summary="Pools (warm, starting, target per type), live sandboxes, the cap, sessions",
+             tags=["operations"])
 def _status():
     from flask import current_app
 

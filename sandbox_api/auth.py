@@ -17,7 +17,12 @@ from flask import Flask, current_app, jsonify, request
 from sandbox_core.store import NS
 
 #: Paths anyone may reach, as upstream: health, the GUI desktop (it has its own token), docs.
+#: An app may add some (``SANDBOX_PUBLIC_PATHS``: /metrics with FLEET_METRICS_PUBLIC).
 PUBLIC_PREFIXES = ("/health", "/desktop/", "/docs", "/openapi.json")
+#: Pages a browser opens, which cannot send the header: the token may come as ``?token=`` (the
+#: page then sets it as an HttpOnly cookie, see dashboard.py) or in that cookie.
+BROWSER_PREFIXES = ("/dashboard",)
+TOKEN_COOKIE = "sandbox_fleet_token"
 WINDOW = 60
 
 _blocked: dict[str, float] = {}  # client address -> blocked until (this process)
@@ -31,11 +36,14 @@ def init_app(app: Flask) -> None:
 def _check_bearer():
     settings = current_app.config["SANDBOX_SETTINGS"]
     token = settings.BEARER_TOKEN
-    if not token or request.path.startswith(PUBLIC_PREFIXES):
+    public = (*PUBLIC_PREFIXES, *current_app.config.get("SANDBOX_PUBLIC_PATHS", ()))
+    if not token or request.path.startswith(public):
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     given = given.strip()
+    if not header and request.path.startswith(BROWSER_PREFIXES):
+        scheme, given = "bearer", request.args.get("token") or request.cookies.get(TOKEN_COOKIE, "")
     # The right token always passes: a blocked address (someone guessing from behind the same
     # NAT or proxy) must not lock the legitimate client out. Only wrong or missing ones get 429.
     if scheme.lower() == "bearer" and given and hmac.compare_digest(given.encode(), token.encode()):

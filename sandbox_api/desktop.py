@@ -32,6 +32,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import NotFound, SandboxError
 
+from .openapi import ErrorReply, doc
+
 log = logging.getLogger(__name__)
 
 bp = Blueprint("desktop", __name__)
@@ -44,6 +46,9 @@ _WS_HEADERS = ("Host", "Origin", "Upgrade", "Connection", "Sec-WebSocket-Key", "
 #: A VNC client asks for screen updates all the time: this long without a byte, the stream is dead.
 STREAM_IDLE_TIMEOUT = 600
 CHUNK = 64 * 1024
+_PASSWORD = {"name": "password", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "the desktop token (get_info's runtime_token); later requests use "
+                            "the cookie it sets"}
 
 
 def _authorised(record: dict) -> str | None:
@@ -56,6 +61,9 @@ def _authorised(record: dict) -> str | None:
 
 
 @bp.route("/desktop/<identity>/<path:path>", methods=["GET"])
+@doc(summary="A GUI sandbox's noVNC files (vnc/...), authorised by its desktop token",
+     tags=["desktop"], parameters=[_PASSWORD],
+     responses={200: "the file", 403: ErrorReply, 404: ErrorReply, 502: ErrorReply})
 def desktop(identity: str, path: str) -> Response:
     fleet = current_app.extensions["sandbox_fleet"]
     record = fleet.live_record(identity)
@@ -80,6 +88,10 @@ def desktop(identity: str, path: str) -> Response:
 
 
 @bp.route("/desktop/<identity>", methods=["GET"], websocket=True)  # werkzeug matches ws:// apart
+@doc(summary="The desktop's VNC stream (a WebSocket upgrade), on the sandbox's own host",
+     tags=["desktop"], parameters=[_PASSWORD],
+     responses={101: "switching to the VNC WebSocket", 400: ErrorReply, 403: ErrorReply,
+                404: ErrorReply, 502: ErrorReply})
 def desktop_stream(identity: str) -> Response:
     fleet = current_app.extensions["sandbox_fleet"]
     if request.headers.get("Upgrade", "").lower() != "websocket":

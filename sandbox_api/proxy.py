@@ -12,6 +12,8 @@ from flask import Blueprint, Response, current_app, request
 
 from sandbox_core.errors import SandboxError
 
+from .openapi import ErrorReply, doc
+
 bp = Blueprint("proxy", __name__)
 
 #: Headers that describe one hop, or carry the fleet's credentials: never forwarded.
@@ -23,6 +25,10 @@ _KEEP_BACK = {"content-type", "content-disposition", "etag", "last-modified", "c
 
 @bp.route("/proxy/<identity>/<path:path>",
           methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+@doc(summary="A request carried to the sandbox's agent (the SDK's sb.fs file calls)",
+     tags=["sandboxes"], body_required=False,
+     body={"type": "string", "format": "binary"}, content_type="application/octet-stream",
+     responses={200: "the agent's answer, as it gave it", 404: ErrorReply, 502: ErrorReply})
 def proxy(identity: str, path: str) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP}
     body = request.get_data()

@@ -17,6 +17,7 @@ from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet, public_info
 
 from . import schemas
+from .openapi import DataReply, ErrorReply
 
 bp = Blueprint("rpc", __name__)
 
@@ -104,6 +105,25 @@ ROUTES: dict[str, tuple[type[Schema], Callable[..., Any]]] = {
 }
 
 
+#: What each method does, for the OpenAPI document (sandbox_api/openapi.py).
+SUMMARIES = {
+    "create_from_pool": "A warm sandbox of the type if one is pooled, else a new one; data: its name",
+    "create": "Create a sandbox and wait until it answers; data: its name, or null with a detail",
+    "release": "Release a sandbox (the teardown runs on its host); unknown ids are fine",
+    "get_info": "A sandbox's record (upstream's ContainerModel, without its secret)",
+    "list_tools": "The tools a sandbox offers",
+    "call_tool": "Call one tool in a sandbox; data: the tool's result",
+    "check_health": "Whether a sandbox's agent answers",
+    "add_mcp_servers": "Start MCP servers in a sandbox",
+    "get_status": "A sandbox's container status, or null",
+    "start": "Start a stopped sandbox's container",
+    "stop": "Stop a sandbox's container",
+    "get_session_mapping": "The live sandboxes of a session",
+    "list_session_keys": "Every session with a sandbox",
+    "cleanup": "Release every sandbox of the fleet",
+}
+
+
 def _body() -> dict:
     if not request.get_data():
         return {}
@@ -144,6 +164,11 @@ def _view(name: str, schema_class: type[Schema], handler: Callable[..., Any]):
         return jsonify(data=data)
 
     view.__name__ = name
+    base = name.removesuffix("_async")
+    view.__apidoc__ = {  # read by sandbox_api/openapi.py
+        "summary": SUMMARIES.get(base, base) + (" (the SDK's async twin)" if base != name else ""),
+        "tags": ["sandboxes"], "body": schema_class,
+        "responses": {200: DataReply, 400: ErrorReply, 404: ErrorReply, 503: ErrorReply}}
     return view
 
 

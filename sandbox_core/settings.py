@@ -284,6 +284,11 @@ class Settings:
         0, _non_negative_int, "seconds after it is handed out that any sandbox is released, "
         "busy or not; 0 = no limit", fleet=True)
 
+    # Operations (docs/operations.md, "Metrics")
+    FLEET_METRICS_PUBLIC: bool = _setting(
+        False, _bool, "serve /metrics without BEARER_TOKEN (for a Prometheus that cannot send "
+        "one); the dashboard and the API stay behind it", fleet=True)
+
     def __post_init__(self) -> None:
         if not self.FLEET_HOST_NAME:
             object.__setattr__(self, "FLEET_HOST_NAME", socket.gethostname())

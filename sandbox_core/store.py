@@ -15,6 +15,8 @@ Keys (``N`` = the namespace, ``sandbox_fleet:``):
   N deadlines              zset   record name -> when the reaper next looks at its lifetime
   N draining:<host>        string set while a host shuts down: its workers start no creates
   N worker:<node>          hash   a live worker process and the jobs it runs (TTL: its heartbeat)
+  N metrics                hash   the workers' counters and histograms (sandbox_core.metrics)
+  N failures               list   the latest failed creates, teardowns and calls, newest first
   <REDIS_CONTAINER_POOL_KEY>:<type>  list  warm sandboxes ready to claim
   <REDIS_PORT_KEY>:<host>            set   ports taken on that host
 """
@@ -463,6 +465,65 @@ class Store:
 
     def worker_alive(self, node: str) -> bool:
         return bool(self.redis.exists(f"{NS}worker:{node}"))
+
+    def live_workers(self) -> list[str]:
+        """The nodes (``role@host:pid``) of the worker processes beating now."""
+        return sorted(node for node in self.redis.smembers(f"{NS}workers")
+                      if self.worker_alive(node))
+
+    # -- what /metrics and the dashboard read (sandbox_api/metrics.py, dashboard.py) -----------
+
+    def add_metrics(self, increments: dict[str, float], failures: list[dict], keep: int) -> None:
+        """Add a worker's buffered counts (fields of sandbox_core.metrics) and recent failures."""
+        pipe = self.redis.pipeline(transaction=False)
+        for field_name, amount in increments.items():
+            pipe.hincrbyfloat(f"{NS}metrics", field_name, amount)
+        if failures:
+            pipe.lpush(f"{NS}failures", *(json.dumps(f) for f in failures))
+            pipe.ltrim(f"{NS}failures", 0, keep - 1)
+        pipe.execute()
+
+    def metrics(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.redis.hgetall(f"{NS}metrics").items()}
+
+    def recent_failures(self, limit: int) -> list[dict]:
+        return [json.loads(f) for f in self.redis.lrange(f"{NS}failures", 0, limit - 1)]
+
+    def live_summaries(self, names: Iterable[str], wanted: tuple[str, ...]) -> list[dict]:
+        """Some fields of many records in one round trip (records gone meanwhile are skipped)."""
+        names = list(names)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hmget(self.record_key(name), wanted)
+        out = []
+        for name, values in zip(names, pipe.execute(), strict=True):
+            if any(v is not None for v in values):
+                out.append(_decode({"container_name": name, **{
+                    k: v for k, v in zip(wanted, values, strict=True) if v is not None}}))
+        return out
+
+    def draining_hosts(self) -> list[str]:
+        return sorted(k.removeprefix(f"{NS}draining:")
+                      for k in self.redis.scan_iter(f"{NS}draining:*", count=500))
+
+    def waiting_jobs(self) -> int:
+        """Callers blocked on a job's reply right now, in every API process."""
+        return sum(1 for _ in self.redis.scan_iter(f"{NS}waiting:*", count=1000))
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each Celery queue that kombu declared (its Redis transport keeps
+        a queue's bindings in ``_kombu.binding.*`` sets and its messages in lists named after it,
+        with ``\\x06\\x16<priority>`` suffixes for priorities 3, 6 and 9)."""
+        queues: set[str] = set()
+        for key in self.redis.scan_iter("_kombu.binding.*", count=500):
+            queues.update(m.split("\x06\x16")[-1] for m in self.redis.smembers(key))
+        queues = sorted(q for q in queues if q and not q.endswith(".pidbox") and "celeryev" not in q)
+        pipe = self.redis.pipeline(transaction=False)
+        for queue in queues:
+            for suffix in ("", "\x06\x163", "\x06\x166", "\x06\x169"):
+                pipe.llen(queue + suffix)
+        lengths = pipe.execute()
+        return {q: sum(lengths[i * 4:i * 4 + 4]) for i, q in enumerate(queues)}
 
     def scan_records(self) -> Iterable[dict]:
         for key in self.redis.scan_iter(f"{NS}sandbox:*", count=500):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import time
 from typing import Any
 
 from celery import shared_task
 
-from sandbox_core import jobs
+from sandbox_core import jobs, metrics
 from sandbox_core import store as states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.desktop_paths import desktop_path
@@ -45,20 +46,28 @@ def replying(func):
     def wrapper(self, *args, **kwargs):
         ctx = current()
         liveness.started(self.request.id)
+        began = time.monotonic()
+
+        def counted(outcome: Any) -> None:  # after the reply: the caller does not wait for it
+            metrics.job_done(ctx, self.name, kwargs, time.monotonic() - began, outcome)
+
         try:
             result = func(self, ctx, *args, **kwargs)
         except SandboxError as e:
             ctx.store.reply(self.request.id, jobs.encode_reply(error=e))
+            counted(e)
             return None
         except Exception as e:  # a bug or a runtime surprise: the caller still gets an answer
             log.exception("job %s (%s) failed", self.request.id, self.name)
             ctx.store.reply(self.request.id, jobs.encode_reply(
                 error=SandboxError(f"{self.name} failed: {type(e).__name__}: {e}")))
+            counted(e)
             return None
         finally:
             liveness.finished(self.request.id)
         if result is not NO_REPLY:
             ctx.store.reply(self.request.id, jobs.encode_reply(result))
+            counted(result)
         # Nothing for Celery: the result went to the caller, and Celery would log it (tool
         # output is user data) in its "succeeded" line.
         return None
