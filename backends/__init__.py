@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from sandbox_core.errors import SettingsError
-from sandbox_core.settings import Settings
+from sandbox_core.settings import TEST_DEPLOYMENTS, Settings
 
 from .base import Backend, Container, ContainerSpec
 
@@ -17,17 +17,35 @@ KNOWN_BACKENDS = {
     "docker": ("backends.docker:DockerBackend", None),
     "gvisor": ("backends.docker:GVisorBackend", None),
     "boxlite": ("backends.boxlite:BoxLiteBackend", None),
-    "k8s": (None, "the Kubernetes backend is not built yet (planned, see docs/backends.md)"),
+    "k8s": ("backends.k8s:K8sBackend", None),
     "agentrun": (None, "the AgentRun cloud backend is not built yet"),
     "fc": (None, "the Function Compute cloud backend is not built yet"),
     "cloud": (None, "CONTAINER_DEPLOYMENT=cloud is not a backend (upstream rejects it too)"),
 }
 
-__all__ = ["Backend", "Container", "ContainerSpec", "backend_class", "create_backend"]
+#: Backends that code registered (the test suite's local-process one), never chosen by a name
+#: alone: see ``register_backend``.
+_REGISTERED: dict[str, type[Backend]] = {}
+
+__all__ = ["Backend", "Container", "ContainerSpec", "backend_class", "create_backend",
+           "register_backend"]
+
+
+def register_backend(name: str, cls: type[Backend]) -> None:
+    """Make ``CONTAINER_DEPLOYMENT=name`` build ``cls`` in this process. Only code calls it (the
+    test suite's extension tests/doubles/local_process_backend.py); a user's settings cannot."""
+    if name in KNOWN_BACKENDS:
+        raise ValueError(f"backend {name!r} is built in; register another name")
+    _REGISTERED[name] = cls
 
 
 def backend_class(name: str) -> type[Backend]:
     """The class for a CONTAINER_DEPLOYMENT value, or SettingsError saying why it cannot run."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in TEST_DEPLOYMENTS:
+        raise SettingsError(f"CONTAINER_DEPLOYMENT={name} is the test suite's own backend; only "
+                            "the tests load it (tests/doubles)")
     if name not in KNOWN_BACKENDS:
         raise SettingsError(f"CONTAINER_DEPLOYMENT={name!r}: expected one of {', '.join(KNOWN_BACKENDS)}")
     target, missing = KNOWN_BACKENDS[name]

@@ -28,6 +28,9 @@ CONFIG_FILE_VAR = "SANDBOX_FLEET_CONFIG"
 EXTENSIONS_VAR = "SANDBOX_FLEET_EXTENSIONS"
 
 DEPLOYMENTS = ("docker", "gvisor", "boxlite", "k8s", "agentrun", "fc", "cloud")
+#: Accepted too, unlisted: the test suite's own backend (tests/doubles), which exists only in
+#: processes where the tests' extension registered it (backends.register_backend).
+TEST_DEPLOYMENTS = ("local-process-for-tests",)
 
 
 # -- parsers: each turns the text of one variable into its value, or raises ValueError ------------
@@ -134,6 +137,11 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _deployment(text: str) -> str:
+    value = text.strip().lower()
+    return value if value in TEST_DEPLOYMENTS else _choice(*DEPLOYMENTS)(text)
+
+
 def _setting(default: Any, parse: Callable[[str], Any] = str, doc: str = "", *, fleet: bool = False):
     """Declare one setting: its default, the parser of its text form, and a line of help."""
     return field(default=default, metadata={"parse": parse, "doc": doc, "fleet": fleet})
@@ -156,7 +164,7 @@ class Settings:
     CONTAINER_PREFIX_KEY: str = _setting(
         "runtime_sandbox_container_", doc="name prefix of every sandbox container")
     CONTAINER_DEPLOYMENT: str = _setting(
-        "docker", _choice(*DEPLOYMENTS), "isolation backend: docker, gvisor, boxlite, k8s, agentrun, fc")
+        "docker", _deployment, "isolation backend: docker, gvisor, boxlite, k8s, agentrun, fc")
 
     # Mounts
     DEFAULT_MOUNT_DIR: str = _setting(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import redis
@@ -57,26 +58,42 @@ def store(settings) -> Store:
 
 # -- Docker and whole fleets ------------------------------------------------------------------
 
-def docker_ready() -> str | None:
-    """None if Docker and the base image are usable, else why not."""
+def docker_unavailable(image: str = BASE_IMAGE, runtime: str | None = None) -> str | None:
+    """Why Docker (with ``runtime`` registered, and ``image`` built) cannot be used, or None."""
     try:
         import docker
 
         client = docker.from_env(timeout=10)
-        client.ping()
-        client.images.get(BASE_IMAGE)
+        try:
+            client.ping()
+            if runtime and runtime not in client.info().get("Runtimes", {}):
+                return (f"dockerd has no {runtime!r} runtime registered (scripts/setup --gvisor "
+                        "registers it)")
+            client.images.get(image)
+        finally:
+            client.close()
     except Exception as e:  # the reason is what the skip says
-        return f"Docker or {BASE_IMAGE} unavailable: {type(e).__name__}: {e}"
+        return f"Docker or {image} unavailable: {type(e).__name__}: {e}"
     return None
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test, or fail it under CI (or SANDBOX_FLEET_REQUIRE_DOCKER=1), where a missing
+    engine, image or tool must not pass unnoticed."""
+    if REQUIRE_DOCKER:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_docker(image: str = BASE_IMAGE, runtime: str | None = None) -> None:
+    reason = docker_unavailable(image, runtime)
+    if reason:
+        skip_or_fail(reason)
 
 
 @pytest.fixture(scope="session")
 def docker_client():
-    reason = docker_ready()
-    if reason:
-        if REQUIRE_DOCKER:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require_docker()
     import docker
 
     return docker.from_env()
@@ -86,22 +103,33 @@ def docker_client():
 _FAST = {"POOL_SIZE": 1, "FLEET_WORKER_CONCURRENCY": 8, "FLEET_CALL_CONCURRENCY": 16}
 
 
-@pytest.fixture
-def make_fleet(tmp_path, docker_client):
-    """Start fleets with given settings; each is stopped and checked for leaks afterwards."""
+@contextlib.contextmanager
+def fleet_factory(folder: Path, engine, loaded: tuple[str, ...] = (),
+                  **base: object) -> Iterator[Callable[..., Fleet]]:
+    """``make(extensions=(), **settings)`` starts a fleet in ``folder`` (with ``base`` settings and
+    the ``loaded`` extensions); after the block each is stopped and its sandboxes, as ``engine`` (a
+    Docker client, or tests/local's engine) lists them, removed."""
     fleets: list[Fleet] = []
 
     def make(extensions: tuple[str, ...] = (), **settings: object) -> Fleet:
-        folder = tmp_path / f"fleet{len(fleets)}"
-        fleet = Fleet(folder, **{**_FAST, **settings})
+        fleet = Fleet(folder / f"fleet{len(fleets)}", **{**_FAST, **base, **settings})
         fleets.append(fleet)
-        return fleet.start(*(f"--extension={e}" for e in extensions))
+        return fleet.start(*(f"--extension={e}" for e in (*loaded, *extensions)))
 
-    yield make
-    for fleet in fleets:
-        fleet.stop()
-        for container in fleet.containers(docker_client):
-            container.remove(force=True)
+    try:
+        yield make
+    finally:
+        for fleet in fleets:
+            fleet.stop()
+            for container in fleet.containers(engine):
+                container.remove(force=True)
+
+
+@pytest.fixture
+def make_fleet(tmp_path, docker_client):
+    """Start fleets with given settings; each is stopped and checked for leaks afterwards."""
+    with fleet_factory(tmp_path, docker_client) as make:
+        yield make
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ A subclass sets ``deployment`` (a ``CONTAINER_DEPLOYMENT`` value) and may overri
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -32,29 +31,11 @@ from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE
 from sandbox_cli.localfleet import free_port
 from sandbox_core.errors import BackendError, BadRequest, SandboxError
 from sandbox_core.settings import parse_settings
+from tests.conftest import BASE_IMAGE, REQUIRE_DOCKER, docker_unavailable
 
-BASE_IMAGE = "agentscope/runtime-sandbox-base:latest"
+__all__ = ["BASE_IMAGE", "REQUIRE_DOCKER", "BackendContract", "Sandbox", "docker_unavailable"]
+
 MISSING_IMAGE = "agentscope/runtime-sandbox-no-such-type:latest"
-REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQUIRE_DOCKER"))
-
-
-def docker_unavailable(image: str = BASE_IMAGE, runtime: str | None = None) -> str | None:
-    """Why Docker (with ``runtime`` registered, and ``image`` built) cannot be used, or None."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=10)
-        try:
-            client.ping()
-            if runtime and runtime not in client.info().get("Runtimes", {}):
-                return (f"dockerd has no {runtime!r} runtime registered (scripts/setup --gvisor "
-                        "registers it)")
-            client.images.get(image)
-        finally:
-            client.close()
-    except Exception as e:  # the reason is what the skip says
-        return f"Docker or {image} unavailable: {type(e).__name__}: {e}"
-    return None
 
 
 class Sandbox:

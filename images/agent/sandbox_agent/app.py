@@ -208,21 +208,28 @@ class App:
     def write_files(self, request: Request) -> Response:
         from . import multipart
 
-        parts = multipart.parse(request.body(), request.headers.get("Content-Type", ""))
-        files = [p for p in parts if p.name == "files"]
-        try:
-            paths = [p.data.decode("utf-8") for p in parts if p.name == "paths" and p.filename is None]
-        except UnicodeDecodeError:
-            raise bad_request("paths must be UTF-8 text") from None
-        if paths and len(paths) != len(files):
-            raise bad_request("`paths` length must match `files` length")
-        items = []
-        for i, part in enumerate(files):
-            target = paths[i] if paths else part.filename
-            if not target:
-                raise bad_request("missing target path for a part")
-            items.append((target, part.data))
-        return json_response(self._ws().write_many(items))
+        ws = self._ws()
+        with ws.spooling() as spool:
+            def sink(name: str, filename: str | None, _kind: str | None) -> Any:
+                if name == "files":  # streamed into the workspace, never held in memory
+                    return spool()
+                return None if filename is None else multipart.DISCARD  # other files: read past
+
+            parts = multipart.parse(request.iter_body(), request.headers.get("Content-Type", ""), sink)
+            files = [p for p in parts if p.name == "files"]
+            try:
+                paths = [p.data.decode("utf-8") for p in parts if p.name == "paths" and p.filename is None]
+            except UnicodeDecodeError:
+                raise bad_request("paths must be UTF-8 text") from None
+            if paths and len(paths) != len(files):
+                raise bad_request("`paths` length must match `files` length")
+            items = []
+            for i, part in enumerate(files):
+                target = paths[i] if paths else part.filename
+                if not target:
+                    raise bad_request("missing target path for a part")
+                items.append((target, part.data))
+            return json_response(ws.write_many(items))
 
     def list_dir(self, request: Request) -> Response:
         raw = request.arg("depth") or "1"

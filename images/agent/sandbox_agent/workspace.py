@@ -13,13 +13,14 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 
 from .errors import HTTPError, bad_request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-    from typing import Any
+    from collections.abc import Callable, Iterable, Iterator
+    from typing import Any, BinaryIO
 
 
 class Workspace:
@@ -107,15 +108,42 @@ class Workspace:
             raise
         return self.entry(full)
 
-    def write_many(self, items: list[tuple]) -> list[dict[str, Any]]:
-        """``items`` is ``[(path, data), ...]``; every path is checked before anything is written."""
-        targets = []
-        for path, data in items:
+    @contextlib.contextmanager
+    def spooling(self) -> Iterator[Callable[[], BinaryIO]]:
+        """``spool()`` makes a hidden file in the workspace root for an upload to stream into; those
+        not moved into place by :meth:`write_many` are removed on exit. Not /tmp: there it could be
+        memory (a tmpfs), and the workspace is on the filesystem its files go to, so they move."""
+        spooled: list[BinaryIO] = []
+
+        def spool() -> BinaryIO:
+            path = os.path.join(self.root, f".upload-{os.urandom(8).hex()}.part")
+            f = open(path, "xb")  # noqa: SIM115 (closed on exit)
+            spooled.append(f)
+            return f
+
+        try:
+            yield spool
+        finally:
+            for f in spooled:
+                f.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f.name)
+
+    def write_many(self, items: list[tuple[str, BinaryIO]]) -> list[dict[str, Any]]:
+        """``items`` is ``[(path, spooled file), ...]``; every path is checked before any file is placed."""
+        for path, _ in items:
             full = self.resolve(path)
             if full == self.root or os.path.isdir(full):
                 raise HTTPError(409, f"target exists and is a directory: {path}")
-            targets.append((path, data))
-        return [self.write_file(path, [data]) for path, data in targets]
+        entries = []
+        for path, f in items:
+            f.close()
+            full = self.resolve(path)
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            full = self.resolve(path)  # the folders just made may not have changed where it leads
+            _place(f.name, os.path.realpath(full))  # through a symlink to its target, as open() writes
+            entries.append(self.entry(full))
+        return entries
 
     def list_dir(self, path: str | None, depth: int) -> list[dict[str, Any]]:
         full = self.resolve(path)
@@ -183,3 +211,20 @@ class Workspace:
             return False
         os.makedirs(full, exist_ok=True)
         return True
+
+
+def _place(spooled: str, target: str) -> None:
+    """Move an uploaded file over ``target``, which keeps its mode and owner if it existed."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(target)
+        if stat.S_ISREG(st.st_mode):
+            with contextlib.suppress(OSError):
+                os.chown(spooled, st.st_uid, st.st_gid)
+            os.chmod(spooled, stat.S_IMODE(st.st_mode))
+    try:
+        os.replace(spooled, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # the target is on another mount inside the workspace
+            raise
+        shutil.copyfile(spooled, target)
+        os.remove(spooled)
