@@ -202,6 +202,22 @@ class Settings:
     # Kubernetes
     K8S_NAMESPACE: str = _setting("default", doc="namespace for sandbox pods")
     KUBECONFIG_PATH: str | None = _setting(None, _optional_str, "kubeconfig file")
+    # Kubernetes, sandbox-fleet's own (docs/backends.md, "Kubernetes")
+    K8S_ACCESS_MODE: str = _setting(
+        "nodeport", _choice("nodeport", "podip"), "how workers reach a sandbox pod: nodeport = "
+        "<node address>:<nodePort> of a Service per sandbox (nodePort = the fleet's port, so "
+        "PORT_RANGE must lie in the cluster's node-port range); podip = <pod IP>:80, for "
+        "workers inside the cluster", fleet=True)
+    K8S_WORKSPACE: str = _setting(
+        "emptydir", _choice("emptydir", "hostpath"), "a sandbox's /workspace: emptydir (any "
+        "node) or hostpath (the worker's DEFAULT_MOUNT_DIR folder on the node: one-node clusters "
+        "and workers on the node; also what READONLY_MOUNTS need)", fleet=True)
+    K8S_WORKER_CIDRS: tuple = _setting(
+        (), _str_list, "addresses workers reach sandboxes from (NetworkPolicy ipBlocks), "
+        "comma or JSON list", fleet=True)
+    K8S_WORKER_LABELS: str = _setting(
+        "app.kubernetes.io/component=sandbox-fleet-worker", doc="labels (k=v,...) of worker "
+        "pods in the namespace that may reach sandboxes (NetworkPolicy); empty = none", fleet=True)
 
     # AgentRun / Function Compute
     AGENT_RUN_ACCOUNT_ID: str | None = _setting(None, _optional_str, "AgentRun account id")
