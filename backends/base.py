@@ -56,6 +56,8 @@ class Container:
     environment: dict[str, str] | None = None
     host_port: int | None = None
     workspace: str | None = None
+    #: "host:port" the agent answers on, where that is not 127.0.0.1:host_port (Kubernetes).
+    address: str | None = None
 
 
 class Backend(ABC):
