@@ -10,16 +10,22 @@ pattern). Settings come from the environment (and ./.env), as everywhere in sand
   sandbox-fleet flower [ARGS]          Flower on 0.0.0.0:5555
   sandbox-fleet redis [ARGS]           redis-server on 0.0.0.0:6379, data in /data (a password:
                                        REDIS_PASSWORD); `redis-ping` is its health check
+  sandbox-fleet admin ...              the admin CLI (`sandbox-fleet-admin`: hosts, list, drain...)
   sandbox-fleet drain                  release this host's sandboxes and wait for their teardown
   sandbox-fleet COMMAND...             anything else runs as is (e.g. `celery -A sandbox_workers ...`)
 
 A worker that consumes lifecycle jobs, on SIGTERM with AUTO_CLEANUP=true (the default), first
 drains its host (as runtime-sandbox-server does), then stops: `docker compose down` leaves no
 sandbox behind. Give its container a stop grace period longer than that (DRAIN_TIMEOUT, 60 s).
+
+The command lines come from sandbox_cli.commands (as runtime-sandbox-server's), and every value
+from the settings (sandbox_core.settings): LOG_LEVEL, REDIS_PASSWORD... nothing here reads the
+environment itself.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -27,8 +33,9 @@ import subprocess
 import sys
 import threading
 
+log = logging.getLogger("sandbox-fleet")
+
 DRAIN_TIMEOUT = 60.0
-GUNICORN_THREADS = 64
 
 
 def main(argv: list[str]) -> int:
@@ -39,12 +46,16 @@ def main(argv: list[str]) -> int:
         kind = args[0] if args and not args[0].startswith("-") else "all"
         return worker(kind, args[1:] if args and args[0] == kind else args)
     if role == "beat":
-        return _exec(_celery("beat", "-s", "/tmp/celerybeat-schedule", *args))
+        from sandbox_cli import commands
+
+        return _exec(commands.beat("/tmp/celerybeat-schedule", *args))
     if role == "flower":
-        return _exec(_celery("flower", "--address=0.0.0.0", "--port=5555", *args))
+        from sandbox_cli import commands
+
+        return _exec(commands.celery("flower", "--address=0.0.0.0", "--port=5555", *args))
     if role == "redis":
         os.makedirs("/data", exist_ok=True)
-        password = os.environ.get("REDIS_PASSWORD") or ""
+        password = _settings().REDIS_PASSWORD
         auth = ["--requirepass", password] if password else ["--protected-mode", "no"]
         return _exec(["redis-server", "--bind", "0.0.0.0", "--port", "6379", *auth,
                       "--dir", "/data", "--appendonly", "yes", *args])
@@ -52,8 +63,12 @@ def main(argv: list[str]) -> int:
         import redis
 
         client = redis.Redis(host="127.0.0.1", port=6379, socket_timeout=2,
-                             password=os.environ.get("REDIS_PASSWORD") or None)
+                             password=_settings().REDIS_PASSWORD)
         return 0 if client.ping() else 1
+    if role == "admin":
+        from sandbox_cli.admin import cli
+
+        return cli.main(args, prog_name="sandbox-fleet admin")
     if role == "drain":
         settings = _settings()
         left = drain(settings, settings.FLEET_HOST_NAME)
@@ -62,38 +77,33 @@ def main(argv: list[str]) -> int:
 
 
 def api(args: list[str]) -> int:
-    s = _settings()
-    return _exec([sys.executable, "-m", "gunicorn", "sandbox_api.wsgi:app",
-                  "--bind", f"{s.HOST}:{s.PORT}", "--workers", str(s.WORKERS),
-                  "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS), "--timeout", "0",
-                  *(["--access-logfile", "-"] if s.DEBUG else []), *args])
+    from sandbox_cli import commands
+
+    return _exec(commands.gunicorn(_settings(), None, *args))
 
 
 def worker(kind: str, args: list[str]) -> int:
-    from sandbox_core import jobs
+    from sandbox_cli import commands
 
     s = _settings()
     host = s.FLEET_HOST_NAME
-    queues = {"lifecycle": [jobs.CREATE_QUEUE, jobs.host_queue(host)],
-              "calls": [jobs.call_queue(host)],
-              "all": [jobs.CREATE_QUEUE, jobs.host_queue(host), jobs.call_queue(host)]}
-    if kind not in queues:
-        print(f"sandbox-fleet worker: unknown role {kind!r}; expected lifecycle, calls or all",
-              file=sys.stderr)
+    if kind not in commands.ROLES:
+        print(f"sandbox-fleet worker: unknown role {kind!r}; expected "
+              f"{', '.join(commands.ROLES)}", file=sys.stderr)
         return 2
-    concurrency = s.FLEET_CALL_CONCURRENCY if kind == "calls" else s.FLEET_WORKER_CONCURRENCY
     _use_host_iptables()
-    argv = _celery("worker", "-Q", ",".join(queues[kind]), "-n", f"{kind}@{host}",
-                   "--concurrency", str(concurrency), "--without-gossip", "--without-mingle",
-                   "--without-heartbeat", *args)
+    argv = commands.worker(s, kind, *args)
     if kind == "calls" or not s.AUTO_CLEANUP:
         return _exec(argv)
     return supervise(argv, lambda alive: drain(s, host, alive))
 
 
 def supervise(argv: list[str], before_stop) -> int:
-    """Run the worker as a child; on SIGTERM/SIGINT run ``before_stop`` while it still works."""
-    child = subprocess.Popen(argv)
+    """Run the worker as a child (that dies with this process); on SIGTERM/SIGINT run
+    ``before_stop`` while it still works."""
+    from sandbox_cli import orphans
+
+    child = subprocess.Popen(orphans.wrap(argv))
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -107,11 +117,12 @@ def supervise(argv: list[str], before_stop) -> int:
 
 def drain(settings, host: str, alive=lambda: True) -> int:
     """Release every sandbox of ``host`` and wait for the teardowns. Returns how many are left."""
+    from sandbox_core import logs
     from sandbox_core.fleet import Fleet
 
+    logs.setup(settings, role="drain")
     left = Fleet.connect(settings).drain(host, DRAIN_TIMEOUT, alive)
-    print(f"sandbox-fleet: drained host {host}; {left} sandboxes left for the next reconcile",
-          file=sys.stderr, flush=True)
+    log.info("drained host %s; %d sandboxes left for the next reconcile", host, left)
     return left
 
 
@@ -138,11 +149,6 @@ def _settings():
         return load_settings()
     except SettingsError as e:
         sys.exit(f"sandbox-fleet: {e}")
-
-
-def _celery(command: str, *args: str) -> list[str]:
-    level = ["--loglevel", os.environ.get("LOG_LEVEL", "info")] if command in ("worker", "beat") else []
-    return [sys.executable, "-m", "celery", "-A", "sandbox_workers", command, *level, *args]
 
 
 def _exec(argv: list[str]) -> int:

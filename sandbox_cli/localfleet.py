@@ -189,15 +189,17 @@ class LocalHost:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> LocalHost:
+        from sandbox_core.settings import load_settings
+
+        from . import commands, orphans
+
         env = {**os.environ, "SANDBOX_FLEET_CONFIG": str(self.config)}
         env.pop("REDIS_URL", None)
-        base = [sys.executable, "-m", "celery", "-A", "sandbox_workers", "worker", "--loglevel", "info",
-                "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        settings = load_settings(str(self.config), environ={})
         with open(self.log, "ab") as log:
-            for role, queues in (("lifecycle", f"sandbox.create,host.{self.name}"),
-                                 ("calls", f"host.{self.name}.calls")):
+            for role in ("lifecycle", "calls"):
                 self.procs.append(subprocess.Popen(
-                    [*base, "-Q", queues, "-n", f"{role}@{self.name}"], env=env, stdout=log,
+                    orphans.wrap(commands.worker(settings, role)), env=env, stdout=log,
                     stderr=subprocess.STDOUT, cwd=self.config.parent))
         deadline = time.monotonic() + 60
         while self.log.read_text(errors="replace").count(" ready.") < 2:

@@ -155,6 +155,13 @@ class Settings:
     WORKERS: int = _setting(1, _positive_int, "API (gunicorn) worker processes")
     DEBUG: bool = _setting(False, _bool, "debug logging and tracebacks in logs")
     BEARER_TOKEN: str | None = _setting(None, _optional_str, "token clients must send; unset = no auth")
+    # Logging (sandbox_core/logs.py)
+    LOG_LEVEL: str = _setting(
+        "info", _choice("debug", "info", "warning", "error", "critical"),
+        "log level of every process (DEBUG=true: debug)", fleet=True)
+    LOG_FORMAT: str = _setting(
+        "text", _choice("text", "json"), "text, or json: one JSON object a line for log shippers",
+        fleet=True)
 
     # Manager
     DEFAULT_SANDBOX_TYPE: tuple = _setting(

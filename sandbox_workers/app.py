@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from datetime import timedelta
 
 from celery import Celery, bootsteps
-from celery.signals import celeryd_init, worker_shutdown
+from celery.signals import celeryd_init, setup_logging, worker_shutdown
 from kombu import Queue
 
-from sandbox_core import jobs
+from sandbox_core import jobs, logs
 from sandbox_core.celery_app import configure
 
 from . import liveness
@@ -49,6 +50,25 @@ def _configure(sender: Celery, **_: object) -> None:
             "task": jobs.REAP, "schedule": timedelta(seconds=settings.reaper_interval),
             "options": {"queue": jobs.CREATE_QUEUE, "expires": 30}}
     sender.conf.beat_schedule = schedule
+
+
+@setup_logging.connect
+def _setup_logging(**_: object) -> None:
+    """The fleet's logging (sandbox_core.logs) instead of Celery's: LOG_LEVEL and LOG_FORMAT, and
+    each job's "received"/"succeeded" line and each beat tick below INFO."""
+    logs.setup(worker_settings(), role=_role(sys.argv))
+
+
+def _role(argv: list[str]) -> str:
+    """``beat``, or a worker's node name before the @ (``lifecycle``, ``calls``...)."""
+    if "beat" in argv:
+        return "beat"
+    for i, arg in enumerate(argv):
+        node = argv[i + 1] if arg in ("-n", "--hostname") and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--hostname=") else "")
+        if node:
+            return f"worker-{node.split('@')[0]}"
+    return "worker"
 
 
 @celeryd_init.connect
