@@ -6,7 +6,6 @@ missing (and fail instead under CI or SANDBOX_FLEET_REQUIRE_DOCKER=1, as the res
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -15,22 +14,10 @@ import time
 import pytest
 import requests
 
+from tests.conftest import BASE_IMAGE as IMAGE
+from tests.conftest import require_docker, skip_or_fail
+
 pytestmark = pytest.mark.docker
-
-IMAGE = "agentscope/runtime-sandbox-base:latest"
-REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQUIRE_DOCKER"))
-
-
-def _unavailable() -> str | None:
-    if shutil.which("docker") is None:
-        return "the docker CLI is not installed"
-    inspect = subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True, text=True)
-    if inspect.returncode != 0:
-        return (
-            f"{IMAGE} is missing (build it with `python3 -m sandbox_cli.builder base`): "
-            f"{inspect.stderr.strip()}"
-        )
-    return None
 
 
 def _wait_until(condition, timeout: float, what: str) -> None:
@@ -73,11 +60,9 @@ ENTRYPOINTS = {"tini": [], "agent-as-pid1": ["--entrypoint", "python3"]}
 
 @pytest.fixture(scope="module", params=list(ENTRYPOINTS))
 def container(request):
-    reason = _unavailable()
-    if reason:
-        if REQUIRE_DOCKER:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    if shutil.which("docker") is None:
+        skip_or_fail("the docker CLI is not installed")
+    require_docker(IMAGE)
     token = secrets.token_hex(16)
     started = subprocess.run(
         [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbox_core.settings import parse_settings
-from tests.conftest import REQUIRE_DOCKER
+from tests.conftest import skip_or_fail
 
 #: Upstream's listings (shared/reference, wire-contract §3), kept beside the tests.
 REFERENCE = Path(__file__).resolve().parent / "reference"
@@ -30,9 +30,7 @@ def require_image(docker_client, sandbox_type: str) -> str:
         docker_client.images.get(image)
     except docker.errors.ImageNotFound:
         reason = f"{image} is not built: run `runtime-sandbox-builder {sandbox_type}`"
-        if REQUIRE_DOCKER:
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return image
 
 
