@@ -145,9 +145,10 @@ def _matching(query: dict) -> list[dict]:
     found = []
     for record in sandboxes.live_records(fleet()):
         meta = sandboxes.metadata(record)
-        if sandboxes.state(record) in wanted and all(meta.get(k) == v for k, v in pairs):
+        if sandboxes.state(record) in wanted and all(meta.get(k) == v for k, v in pairs) and \
+                query["template"] in ("", record["e2b_template"]):
             found.append(record)
-    return found
+    return found[::-1] if query["order"] == "desc" else found
 
 
 def _offset(token: str) -> int:

@@ -147,9 +147,9 @@ def _stream_response(frames: Iterator[bytes]) -> Response:
 
 @bp.route("/files", methods=["GET"])
 def download():
-    record = target()
+    record, f = target(), fleet()  # the parts below are read after the view returned
     path = _path()
-    first = _read(record, path, 0)
+    first = _read(f, record, path, 0)
 
     def parts() -> Iterator[bytes]:
         chunk, offset = first, 0
@@ -158,13 +158,13 @@ def download():
             offset += len(chunk)
             if len(chunk) < CHUNK:
                 return
-            chunk = _read(record, path, offset)
+            chunk = _read(f, record, path, offset)
 
     return Response(parts(), status=200, content_type="application/octet-stream")
 
 
-def _read(record: dict, path: str, offset: int) -> bytes:
-    reply = streams.call(fleet(), record, "GET", "envd/files",
+def _read(f: Fleet, record: dict, path: str, offset: int) -> bytes:
+    reply = streams.call(f, record, "GET", "envd/files",
                          query=urlencode({"path": path, "offset": offset, "length": CHUNK}))
     if reply.status != 200:
         raise streams.agent_error(reply.status, reply.detail)

@@ -135,6 +135,6 @@ def live_records(fleet: Fleet) -> list[dict]:
     records = []
     for name in fleet.store.live_names():
         record = fleet.store.get(name)
-        if record and record.get("e2b_template") and record["state"] == states.RUNNING:
+        if record and record.get("e2b_template") and record["state"] in (states.RUNNING, states.WARM):
             records.append(record)
     return sorted(records, key=lambda r: (_float(r.get("e2b_started_at")) or 0, r["container_name"]))

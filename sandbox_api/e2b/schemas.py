@@ -57,6 +57,8 @@ class ListQuery(Schema):
     state = fields.String(load_default="running,paused")
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     nextToken = fields.String(load_default="")
+    template = fields.String(load_default="")
+    order = fields.String(load_default="asc", validate=validate.OneOf(["asc", "desc"]))
 
     @validates_schema
     def _states(self, data: dict, **kwargs) -> None:

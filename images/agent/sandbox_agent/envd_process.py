@@ -37,8 +37,7 @@ def user_env(base: Mapping[str, str]) -> dict[str, str]:
     """What every E2B process starts with: the sandbox's environment (create-time envVars
     included) and E2B's default user's HOME and USER."""
     env = dict(base)
-    env.setdefault("HOME", HOME)
-    env.setdefault("USER", USER)
+    env.update(HOME=HOME, USER=USER, LOGNAME=USER)
     env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return env
 
