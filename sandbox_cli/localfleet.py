@@ -73,12 +73,14 @@ class LocalFleet:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = folder / "fleet.log"
         self.proc: subprocess.Popen | None = None
+        self.extensions: list[str] = []  # the --extension values, for the hosts added later
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {self.token}"
 
     # -- process -----------------------------------------------------------------------------
 
     def start(self, *args: str, timeout: float = 60) -> LocalFleet:
+        self.extensions = [a.split("=", 1)[1] for a in args if a.startswith("--extension=")]
         env = {k: v for k, v in os.environ.items() if k not in self.values and k != "REDIS_URL"}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
@@ -183,18 +185,21 @@ class LocalHost:
         if "REDIS_URL" not in values:
             raise ValueError("an extra host needs the fleet to use a shared REDIS_URL")
         self.name = name
+        self.extensions = fleet.extensions
         self.config = fleet.config.parent / f"host-{name}.env"
         self.config.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         self.log = fleet.config.parent / f"host-{name}.log"
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> LocalHost:
-        from sandbox_core.settings import load_settings
+        from sandbox_core.settings import EXTENSIONS_VAR, load_settings
 
         from . import commands, orphans
 
         env = {**os.environ, "SANDBOX_FLEET_CONFIG": str(self.config)}
         env.pop("REDIS_URL", None)
+        if self.extensions:  # the same types (and test backend) as the fleet's own workers
+            env[EXTENSIONS_VAR] = os.pathsep.join(self.extensions)
         settings = load_settings(str(self.config), environ={})
         with open(self.log, "ab") as log:
             for role in ("lifecycle", "calls"):

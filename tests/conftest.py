@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -97,6 +98,15 @@ def docker_client():
     import docker
 
     return docker.from_env()
+
+
+def container_starts(engine, prefix: str, since: float) -> list[str]:
+    """Names of ``prefix``'s containers in every start ``engine`` (a Docker client, or tests/local's
+    engine) recorded from ``since`` (epoch seconds) to now: an exact count, not samples."""
+    events = engine.events(since=int(since), until=int(time.time()) + 1,
+                           filters={"type": "container", "event": "start"}, decode=True)
+    names = [e.get("Actor", {}).get("Attributes", {}).get("name", "") for e in events]
+    return [name for name in names if name.startswith(prefix)]
 
 
 #: Small thread counts: the machine has two cores and tests run several fleets.

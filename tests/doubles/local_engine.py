@@ -2,19 +2,22 @@
 
 The fleet tests look at a fleet's sandboxes through a ``docker_client`` fixture
 (``fleet.containers(docker_client)``, ``docker_client.containers.get(name).top()``, ``.kill()``,
-``.remove(force=True)``, ``containers.run(...)`` for a stray one). Under tests/local/ that
+``.remove(force=True)``, ``containers.run(...)`` for a stray one, ``events(...)`` to count
+every start). Under tests/local/ that
 fixture is a ``LocalEngineForTests``, so the same test functions run there without Docker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from dataclasses import dataclass
 
 from backends.base import Container, ContainerSpec
 from sandbox_cli.localfleet import free_port
 from sandbox_core.settings import parse_settings
 
-from .local_process_backend import LocalProcessBackendForTests
+from .local_process_backend import EVENTS, LocalProcessBackendForTests
 
 
 @dataclass
@@ -53,9 +56,12 @@ class LocalContainersForTests:
         self.backend = backend
 
     def list(self, all: bool = False, filters: dict | None = None) -> list[LocalContainerForTests]:
-        """As Docker's ``name`` filter: every sandbox whose name contains it."""
+        """As Docker's ``name`` (contained in the name) and ``label`` (``k=v``) filters."""
         part = (filters or {}).get("name", "")
-        found = [c for c in self.backend.list({}) if part in c.name]
+        labels = (filters or {}).get("label", [])
+        labels = [labels] if isinstance(labels, str) else labels
+        found = [c for c in self.backend.list(dict(item.split("=", 1) for item in labels))
+                 if part in c.name]
         return [LocalContainerForTests(self.backend, c) for c in found
                 if all or c.status == "running"]
 
@@ -78,6 +84,21 @@ class LocalEngineForTests:
     def __init__(self) -> None:
         self.backend = LocalProcessBackendForTests(parse_settings({}))
         self.containers = LocalContainersForTests(self.backend)
+
+    def events(self, since: float = 0, until: float | None = None, filters: dict | None = None,
+               decode: bool = True) -> list[dict]:
+        """As ``docker events --since --until --filter``: the recorded events in that span."""
+        wanted = {k: v for k, v in (filters or {}).items() if k in ("type", "event")}
+        found = []
+        with contextlib.suppress(FileNotFoundError), open(self.backend.root / EVENTS) as f:
+            for line in f:
+                event = json.loads(line)
+                if event["time"] < since or (until is not None and event["time"] > until):
+                    continue
+                if wanted.get("type", "container") == event["Type"] and \
+                        wanted.get("event", event["Action"]) == event["Action"]:
+                    found.append(event)
+        return found
 
     def close(self) -> None:
         self.backend.close()

@@ -51,6 +51,7 @@ AGENT_DIR = REPO / "images" / "agent"
 INIT = Path(__file__).resolve().with_name("local_init.py")
 #: One folder per machine, as one Docker engine per machine: several fleets and hosts share it.
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / "sandbox-fleet-local-process-for-tests"
+EVENTS = "events.jsonl"
 #: The images this backend has (last part of the repository, any registry and tag) and the seconds
 #: their agent waits before it starts.
 IMAGES = {"runtime-sandbox-base": 0.0, "slowstart": 8.0}
@@ -162,6 +163,7 @@ class LocalProcessBackendForTests(Backend):
             self._children[proc.pid] = proc
         state.update(pid=proc.pid, start_time=_start_time(proc.pid))
         self._write(state)
+        self._event("start", state)
         log.info("sandbox %s: agent process %s on 127.0.0.1:%s", state["name"], proc.pid, port)
 
     def _kill(self, state: dict, grace: float) -> None:
@@ -225,6 +227,15 @@ class LocalProcessBackendForTests(Backend):
         temporary = self.root / f".{state['name']}.{secrets.token_hex(4)}"
         temporary.write_text(json.dumps(state))
         os.replace(temporary, self._path(state["name"]))
+
+    def _event(self, action: str, state: dict) -> None:
+        """One line of the engine's event log, as Docker's ``docker events`` (LocalEngineForTests
+        reads it): one append each, so concurrent writers do not interleave."""
+        line = json.dumps({"Type": "container", "Action": action, "status": action,
+                           "id": state["id"], "time": time.time(),
+                           "Actor": {"ID": state["id"], "Attributes": {"name": state["name"]}}})
+        with open(self.root / EVENTS, "a") as f:
+            f.write(line + "\n")
 
     def _delete(self, name: str) -> None:
         for path in (self._path(name), self.root / f"{name}.log"):
