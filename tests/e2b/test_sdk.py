@@ -185,3 +185,24 @@ def test_envd_token_opens_only_its_sandbox(e2b_fleet):
         a.kill()
         b.kill()
     threading.enumerate()  # nothing of the SDK's may be left blocking
+
+
+def test_pause_keeps_files_and_processes(e2b_fleet):
+    sb = e2b.Sandbox.create(timeout=120)
+    try:
+        sb.files.write("/home/user/kept.txt", "kept")
+        handle = sb.commands.run("i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done",
+                                 background=True)
+        sb.pause()
+        states = {s.sandbox_id: s.state.value for s in
+                  e2b.Sandbox.list(query=e2b.SandboxQuery(state=[e2b.SandboxState.PAUSED])).next_items()}
+        assert states.get(sb.sandbox_id) == "paused"
+        assert not sb.is_running()
+        resumed = e2b.Sandbox.connect(sb.sandbox_id)
+        assert resumed.files.read("/home/user/kept.txt") == "kept"
+        assert handle.pid in [p.pid for p in resumed.commands.list()]
+        first = int(resumed.files.read("/tmp/count"))
+        e2b_fleet.wait_for(lambda: int(resumed.files.read("/tmp/count")) > first,
+                           what="the background process to run on after the resume")
+    finally:
+        sb.kill()
