@@ -16,6 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
+from .. import auth
 from . import connect, sandboxes, streams
 
 bp = Blueprint("e2b_envd", __name__)
@@ -39,6 +40,10 @@ UNARY = {
 STREAMS = {("process.Process", "Start"), ("process.Process", "Connect")}
 
 
+class TooManyFailures(SandboxError):
+    status = 429
+
+
 class SandboxGone(SandboxError):
     """What E2B's proxy answers for a sandbox that is not running (the SDK reads the words)."""
 
@@ -60,7 +65,16 @@ def target(token_optional: bool = False) -> dict:
         raise SandboxGone(f"The sandbox {sandbox_id} was not found") from None
     token = request.headers.get("X-Access-Token")
     if token is not None or not token_optional:
-        sandboxes.authorize(record, token)
+        client = request.remote_addr or "unknown"
+        if auth._is_blocked(client):
+            raise TooManyFailures(f"too many failed authentications from this address; try "
+                                  f"again in {auth.WINDOW} seconds")
+        try:
+            sandboxes.authorize(record, token)
+        except sandboxes.Unauthorized:
+            # Wrong tokens count with wrong API keys (FLEET_AUTH_FAILURES_PER_MINUTE).
+            auth._count_failure(client, fleet().settings.FLEET_AUTH_FAILURES_PER_MINUTE)
+            raise
     if record.get("e2b_paused"):
         raise SandboxGone(f"The sandbox {sandbox_id} is paused: it was not found running; "
                           "connect to it to resume it")

@@ -22,6 +22,8 @@ from sandbox_core.streams import listen_key, stream_key
 
 #: Seconds between keepalives on a quiet stream (each one also tells a gone client apart).
 KEEPALIVE = 10.0
+#: Seconds of one blocking read of the stream's list.
+WAIT_SLICE = 1.0
 LISTEN_TTL = 30
 
 
@@ -86,23 +88,29 @@ def events(fleet: Fleet, stream_id: str, timeout: float) -> Iterator[dict]:
     event or an error (``{"error": {status, message}}``)."""
     redis = fleet.store.redis
     deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 yield {"error": {"status": 504, "message": "the stream's deadline passed; the "
                                  "process keeps running (reattach with connect)"}}
                 return
             redis.set(listen_key(stream_id), "1", ex=LISTEN_TTL)
-            popped = redis.blpop(stream_key(stream_id), timeout=min(KEEPALIVE, left))
+            # Short blocking reads (a Redis client's socket timeout may be shorter than a
+            # keepalive interval), each followed by a look at the relaying worker's health.
+            popped = redis.blpop(stream_key(stream_id), timeout=min(WAIT_SLICE, deadline - now))
             if popped is None:
                 runner = fleet.store.worker_of(stream_id)
                 if runner and not fleet.store.worker_alive(runner):
                     error = Unavailable(f"worker {runner} died while relaying the stream")
                     yield {"error": {"status": 503, "message": error.detail}}
                     return
-                yield {"event": {"keepalive": {}}}
+                if time.monotonic() - quiet_since >= KEEPALIVE:
+                    quiet_since = time.monotonic()
+                    yield {"event": {"keepalive": {}}}
                 continue
+            quiet_since = time.monotonic()
             message = json.loads(popped[1])
             yield message
             if "error" in message or message.get("done"):

@@ -77,6 +77,8 @@ def test_exit_codes_background_and_reattach(e2b_fleet):
             again.wait()
         assert handle.pid not in [p.pid for p in sb.commands.list()]
         assert not sb.commands.kill(handle.pid)  # gone: False, as E2B answers
+        # Quiet for longer than the keepalive interval: the SDK reads the keepalives and waits.
+        assert sb.commands.run("sleep 11; echo late", timeout=30).stdout == "late\n"
         waited = sb.commands.run("sleep 0.2; echo bg", background=True)
         assert waited.wait().stdout == "bg\n"
         assert sb.commands.run("pwd; whoami >/dev/null; echo $HOME").stdout == "/home/user\n/home/user\n"
