@@ -10,8 +10,9 @@ that dies is restarted; one that keeps dying stops the fleet with its last lines
 
 On Ctrl-C or SIGTERM (in under STOP_BUDGET seconds when nothing hangs): the API (requests in
 flight get API_GRACE seconds) and beat stop, this host's sandboxes are released if AUTO_CLEANUP
-and their teardowns waited for, then the workers finish their jobs (warm shutdown; a job still
-running when the budget is spent is handed back to the queue by a cold shutdown), then Redis.
+and their teardowns waited for, then the workers finish their jobs (warm shutdown), then Redis.
+A worker still busy when the budget is spent is killed: its creates and teardowns are acknowledged
+late, so Redis hands them back to a worker (docs/reliability.md), and reconcile removes leftovers.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ log = logging.getLogger("runtime-sandbox-server")
 STOP_BUDGET = 9.0
 #: Seconds a worker gets for its warm shutdown at least, budget or not.
 WORKER_GRACE = 2.0
-#: Seconds a worker in cold shutdown (its jobs handed back to the queue) gets before SIGKILL.
-COLD_GRACE = 2.0
 #: With AUTO_CLEANUP, the longest wait for this host's teardowns (only many sandboxes need it).
 CLEANUP_WAIT = 60
 MAX_RESTARTS_PER_MINUTE = 5
@@ -218,26 +217,21 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
         self._cleanup(deadline - WORKER_GRACE)
-        self._stop(list(WORKERS), max(deadline, time.monotonic() + WORKER_GRACE), cold=True)
+        self._stop(list(WORKERS), max(deadline, time.monotonic() + WORKER_GRACE))
         self._stop(["redis"], time.monotonic() + 3)
 
-    def _stop(self, names: list[str], until: float, cold: bool = False) -> None:
-        """SIGTERM the parts, wait until ``until``; then a Celery worker gets SIGQUIT (a cold
-        shutdown hands its unfinished jobs back to the queue) and COLD_GRACE more; then SIGKILL."""
+    def _stop(self, names: list[str], until: float) -> None:
+        """SIGTERM the parts (a Celery worker's warm shutdown: its running jobs finish), wait until
+        ``until``, then SIGKILL. Not Celery's cold shutdown (SIGQUIT): with the thread pool it
+        cannot cancel a job (the pool has no kill_job) and hands nothing back either."""
         parts = [self.parts.pop(n) for n in names if n in self.parts]
         for part in parts:
             if part.alive():
                 log.info("stopping %s", part.name)
             part.signal(signal.SIGTERM)
-        left = _wait_all(parts, until)
-        if left and cold:
-            for part in left:
-                log.warning("%s did not finish its jobs in time; handing them back to the queue",
-                            part.name)
-                part.signal(signal.SIGQUIT)
-            left = _wait_all(left, time.monotonic() + COLD_GRACE)
-        for part in left:
-            log.warning("%s did not stop in time; killing it", part.name)
+        for part in _wait_all(parts, until):
+            log.warning("%s did not stop in time; killing it (a create or teardown it ran is "
+                        "redelivered, a tool call is lost)", part.name)
             part.signal(signal.SIGKILL)
             part.proc.wait()
 
