@@ -47,9 +47,8 @@ def create():
     else:
         name = f.acquire(sandbox_type, None)
     try:
-        fields = sandboxes.new_fields(body["templateID"], body["timeout"], body["metadata"])
-        f.store.update(name, **fields)
-        f.store.reschedule(name, fields["e2b_expires_at"])
+        sandboxes.hand_out(f, name, sandboxes.new_fields(body["templateID"], body["timeout"],
+                                                         body["metadata"]))
         record = f.store.get(name)
     except Exception:
         f.release(name)  # never a sandbox nobody can reach

@@ -48,6 +48,22 @@ def new_fields(template: str, timeout: int, metadata: dict) -> dict:
             "e2b_expires_at": now + timeout, "e2b_paused": ""}
 
 
+def hand_out(fleet: Fleet, name: str, fields: dict) -> None:
+    """Write the E2B fields, and mark a just-created sandbox (``warm`` until a session takes it,
+    as upstream) ``running``: it is handed out, and reconcile fails a warm one whose container
+    is not running, which a paused one is not. A record released meanwhile is left as it is."""
+    key = fleet.store.record_key(name)
+    with fleet.store.redis.pipeline() as pipe:
+        pipe.watch(key)
+        state = pipe.hget(key, "state")
+        pipe.multi()
+        if state == states.WARM:
+            pipe.hset(key, "state", states.RUNNING)
+        pipe.execute()
+    fleet.store.update(name, claimed_at=time.time(), **fields)
+    fleet.store.reschedule(name, fields["e2b_expires_at"])
+
+
 def set_expiry(fleet: Fleet, name: str, timeout: int) -> float:
     """The sandbox ends ``timeout`` seconds from now (the reaper looks at it then)."""
     at = time.time() + timeout

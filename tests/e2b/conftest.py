@@ -20,7 +20,9 @@ def e2b_fleet(tmp_path_factory, docker_client):
             pytest.fail(f"{CODE_IMAGE} is missing: {e}")
         pytest.skip(f"{CODE_IMAGE} is missing (runtime-sandbox-builder code-interpreter)")
     with running_fleet(tmp_path_factory.mktemp("e2b"), docker_client, POOL_SIZE=1,
-                       DEFAULT_SANDBOX_TYPE="base,code-interpreter") as fleet, \
+                       DEFAULT_SANDBOX_TYPE="base,code-interpreter",
+                       # reconcile often, so a paused sandbox meets it (it must survive it)
+                       FLEET_RECONCILE_INTERVAL=1) as fleet, \
             pytest.MonkeyPatch.context() as env:
         env.setenv("E2B_API_URL", fleet.url)
         env.setenv("E2B_SANDBOX_URL", fleet.url)

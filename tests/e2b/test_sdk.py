@@ -189,7 +189,7 @@ def test_envd_token_opens_only_its_sandbox(e2b_fleet):
     threading.enumerate()  # nothing of the SDK's may be left blocking
 
 
-def test_pause_keeps_files_and_processes(e2b_fleet):
+def test_pause_keeps_files_and_processes(e2b_fleet, docker_client):
     sb = e2b.Sandbox.create(timeout=120)
     try:
         sb.files.write("/home/user/kept.txt", "kept")
@@ -206,5 +206,9 @@ def test_pause_keeps_files_and_processes(e2b_fleet):
         first = int(resumed.files.read("/tmp/count"))
         e2b_fleet.wait_for(lambda: int(resumed.files.read("/tmp/count")) > first,
                            what="the background process to run on after the resume")
+        resumed.pause()  # a paused sandbox is killed like any other
     finally:
-        sb.kill()
+        assert sb.kill()
+    name = e2b_fleet.prefix + sb.sandbox_id
+    e2b_fleet.wait_for(lambda: name not in live_names(e2b_fleet, docker_client),
+                       what="the killed paused sandbox's container to go")
