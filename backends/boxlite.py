@@ -37,8 +37,8 @@ from docker.errors import DockerException, ImageNotFound
 from sandbox_core import safecopy
 from sandbox_core.errors import BackendError, BadRequest, SettingsError
 
+from . import capabilities
 from .base import Backend, Container, ContainerSpec
-from .docker import COMPAT_CAPABILITIES, LABEL_CAPABILITIES
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +282,11 @@ class BoxLiteBackend(Backend):
         return errors[-1].strip()[-300:] if errors else ""
 
     def _capabilities_for(self, image: str) -> list[str]:
-        """The image's own capability label, else Docker's compat set (as backends/docker.py)."""
         try:
             labels = self.docker.api.inspect_image(image)["Config"].get("Labels") or {}
         except DockerException:
             labels = {}
-        if LABEL_CAPABILITIES in labels:
-            return [c for c in labels[LABEL_CAPABILITIES].split(",") if c.strip()]
-        return list(COMPAT_CAPABILITIES)
+        return capabilities.for_image(labels)
 
     def _sidecar(self, name: str) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):

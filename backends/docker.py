@@ -15,18 +15,13 @@ from docker.errors import NotFound as DockerNotFound
 from sandbox_core import safecopy
 from sandbox_core.errors import BackendError, BadRequest, PortTaken, SettingsError
 
+from . import capabilities
 from . import egress as rules
 from .base import LABEL_FLEET, Backend, Container, ContainerSpec
 from .workspace_quota import WorkspaceQuota
 
 log = logging.getLogger(__name__)
 
-#: Images built by sandbox-fleet say which capabilities their agent needs (none) with this label.
-LABEL_CAPABILITIES = "io.sandbox-fleet.capabilities"
-#: What an image without that label gets: enough for upstream images (supervisord drops to
-#: nginx's user), without Docker's riskier defaults (NET_RAW, MKNOD, SYS_CHROOT, AUDIT_WRITE...).
-COMPAT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "KILL",
-                       "NET_BIND_SERVICE"]
 PIDS_LIMIT = 512
 #: The letter an egress mode adds to its bridge's name (Linux allows 15 characters).
 _MODE_TAGS = {"open": "", "lan": "l", "none": "x"}
@@ -191,10 +186,7 @@ class DockerBackend(Backend):
             return self._image_labels[image]
 
     def _capabilities_for(self, image: str) -> list[str]:
-        labels = self.image_labels(image)
-        if LABEL_CAPABILITIES in labels:
-            return [c for c in labels[LABEL_CAPABILITIES].split(",") if c.strip()]
-        return COMPAT_CAPABILITIES
+        return capabilities.for_image(self.image_labels(image))
 
     def _limit_workspace(self, spec: ContainerSpec) -> None:
         if not spec.workspace_quota or not self.quota.applies_to(spec.workspace):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import click
 
+from backends import capabilities
 from sandbox_core.errors import SandboxError
 from sandbox_core.registry import BUILTIN_TYPES, get_spec, load_extensions
 from sandbox_core.settings import Settings, load_settings
@@ -41,7 +42,6 @@ FETCH_DEBS_SCRIPT = IMAGES_DIR / "tools" / "fetch-debs.sh"
 ROOTFS_IMAGE = "sandbox-fleet/rootfs:bookworm"
 IMAGE_PYTHON = "3.11"  # Debian bookworm's python3: the wheels must match the image, not this host
 CHECK_TIMEOUT = 60.0
-LABEL_CAPABILITIES = "io.sandbox-fleet.capabilities"  # read by backends/docker.py
 
 
 def image_uri(type_name: str, settings: Settings) -> str:
@@ -212,12 +212,11 @@ def docker_build(tag: str, dockerfile: Path, context: Path, build_args: Mapping[
     _run(argv, env={**env, "DOCKER_BUILDKIT": env.get("DOCKER_BUILDKIT", "0")})
 
 
-def image_capabilities(tag: str) -> list[str] | None:
-    """The capabilities the image's label asks for, or None when it has no label."""
+def image_capabilities(tag: str) -> list[str]:
+    """The capabilities the fleet gives a sandbox of this image (backends.capabilities)."""
     labels = subprocess.run(["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag],
                             capture_output=True, text=True)
-    value = (json.loads(labels.stdout or "null") or {}).get(LABEL_CAPABILITIES)
-    return None if value is None else [c for c in value.split(",") if c.strip()]
+    return capabilities.for_image(json.loads(labels.stdout or "null"))
 
 
 def check_image(tag: str, tool_group: str | None = None) -> None:
@@ -228,9 +227,7 @@ def check_image(tag: str, tool_group: str | None = None) -> None:
           + (f", and the {tool_group!r} MCP tools" if tool_group else ""))
     argv = ["docker", "run", "-d", "--rm", "-p", "127.0.0.1::80", "-e", f"SECRET_TOKEN={token}",
             "--security-opt", "no-new-privileges", "--pids-limit", "512"]
-    caps = image_capabilities(tag)
-    if caps is not None:  # as backends/docker.py runs a labelled image
-        argv += ["--cap-drop", "ALL", *(f"--cap-add={c}" for c in caps)]
+    argv += ["--cap-drop", "ALL", *(f"--cap-add={c}" for c in image_capabilities(tag))]
     started = subprocess.run([*argv, tag], capture_output=True, text=True)
     if started.returncode != 0:
         raise click.ClickException(f"cannot start {tag}: {started.stderr.strip()}")

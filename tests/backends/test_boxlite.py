@@ -55,7 +55,9 @@ def needs_boxlite() -> None:
 
 
 def boot_failure_reason(error: BackendError) -> str | None:
-    if "could not start the micro-VM" in error.detail:
+    # On a paravirtual KVM the guest either fails at once or, on a loaded host, hangs until the
+    # boot timeout: both are this host's inability to boot it.
+    if "could not start the micro-VM" in error.detail or "did not boot in time" in error.detail:
         return f"BoxLite's micro-VM cannot boot on this host (not faked): {error.detail}"
     return None
 
