@@ -50,6 +50,7 @@ class _NullWithDetail:
 
 
 def _get_info(f: Fleet, identity: str, _redirect_depth: int = 0) -> dict:
+    # _redirect_depth is upstream's wire field, accepted and ignored: the store follows redirects.
     record = f.store.find(identity)
     if record is None:
         raise NotFound(f"sandbox not found: {identity}")

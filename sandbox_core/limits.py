@@ -22,7 +22,6 @@ TYPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "filesystem": {"memory": "1g", "cpu": 1.0},
     "browser": {"memory": "2g", "cpu": 2.0},
     "gui": {"memory": "2g", "cpu": 2.0},
-    "mobile": {"memory": "4g", "cpu": 2.0},  # an Android emulator wants 2-4 GiB
 }
 #: A type that names no limit (an extension's) gets the base sandbox's.
 OTHER_TYPES = TYPE_DEFAULTS["base"]
