@@ -71,6 +71,7 @@ def _health():
         fleet.store.redis.ping()
     except redis.RedisError as e:
         return jsonify(status="unhealthy", detail=f"state store unreachable: {e}"), 503
+    # Upstream answers "version" with the default type list, not a release: kept for its clients.
     return jsonify(status="healthy", version=fleet.settings.DEFAULT_SANDBOX_TYPE)
 
 
