@@ -80,7 +80,7 @@ class LocalProcessBackendForTests(Backend):
         if delay is None:
             raise BadRequest(f"image {spec.image} is not on this host; the local-process test "
                              f"backend has {', '.join(IMAGES)}")
-        workspace = spec.workspace or str(self.root / f"{spec.name}.workspace")
+        workspace = spec.workspace or str(self._own_workspace(spec.name))
         safecopy.ensure_dir(workspace)
         if spec.readonly_mounts:
             log.warning("sandbox %s: read-only mounts are not applied by the local-process "
@@ -107,6 +107,8 @@ class LocalProcessBackendForTests(Backend):
             return
         self._kill(state, grace=1.0)
         self._delete(state["name"])
+        if state["workspace"] == str(self._own_workspace(state["name"])):  # made by create
+            safecopy.remove_tree(state["workspace"])
 
     def inspect(self, container_id: str) -> Container | None:
         state = self._find(container_id)
@@ -200,6 +202,10 @@ class LocalProcessBackendForTests(Backend):
                     del self._children[pid]
 
     # -- state files ----------------------------------------------------------------------------
+
+    def _own_workspace(self, name: str) -> Path:
+        """The folder of a sandbox created without a workspace (a container's own file system)."""
+        return self.root / f"{name}.workspace"
 
     def _path(self, name: str) -> Path:
         return self.root / f"{name}.json"

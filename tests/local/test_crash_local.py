@@ -7,9 +7,13 @@ that started it (its PR_SET_PDEATHSIG), so after that worker's death its creates
 its sandboxes are torn down, where Docker containers would have lived on.
 """
 
+import pytest
+
 from tests.fleet.test_crash import (  # noqa: F401 (collected here by pytest)
     test_redis_restarting_empty_is_survived,
     test_worker_killed_around_a_release,
     test_worker_killed_during_a_long_call,
     test_worker_killed_during_creates_hands_them_over,
 )
+
+pytestmark = pytest.mark.slow  # as the Docker originals: several fleets, kills and restarts
