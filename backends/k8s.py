@@ -89,7 +89,11 @@ class K8sBackend(Backend):
                        self.net.create_namespaced_network_policy, self.namespace, policy)
             address = self._run_pod(spec.name, name, pod, deadline)
         except BaseException:  # a failure, a timeout or the job's own limit: leave nothing
-            self._delete_all(name, spec.name)
+            try:
+                self._delete_all(name, spec.name)
+            except SandboxError as e:  # reconcile removes it later; the create's error is the news
+                log.error("sandbox %s: could not remove what the failed create made: %s",
+                          spec.name, e.detail)
             raise
         log.info("sandbox %s: pod %s ready, agent at %s", spec.name, name, address)
         return Container(id=name, name=spec.name, status="running", labels=spec.labels,
@@ -287,7 +291,10 @@ class K8sBackend(Backend):
     def _delete(self, method: Callable, name: str, what: str, **kwargs) -> bool:
         """Delete one object; False if it was not there."""
         try:
-            method(name, self.namespace, _request_timeout=CALL_TIMEOUT, **kwargs)
+            # Not read back: what a delete returns differs between server versions (a Status or
+            # the object), and the client's models accept only one.
+            method(name, self.namespace, _request_timeout=CALL_TIMEOUT, _preload_content=False,
+                   **kwargs).release_conn()
         except ApiException as e:
             if e.status == 404:
                 return False
