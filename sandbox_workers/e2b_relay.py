@@ -26,8 +26,10 @@ LIST_TTL = 120
 
 
 def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None = None,
-          process: dict | None = None) -> None:
-    """Start a process (``start``: envd's StartRequest) or follow one (``process``: pid/tag)."""
+          process: dict | None = None, kind: str = "process") -> None:
+    """Start a process (``start``: envd's StartRequest) or follow one (``process``: pid/tag);
+    with ``kind="execute"``, run a code cell (``start``: the /execute body) and relay its
+    outputs."""
     redis, client = ctx.store.redis, ctx.agent
     key = stream_key(stream_id)
 
@@ -44,36 +46,45 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
 
     deadline = time.monotonic() + timeout
     try:
-        if start is not None:
+        read_path, selector, cursor = f"/envd/{kind}/read", None, 0
+        if kind == "execute":
+            started = agent("/envd/execute/start", start or {})
+            if started is None:
+                return
+            selector = {"id": started["id"]}
+            push({"started": True})
+        elif start is not None:
             started = agent("/envd/process/start", start)
             if started is None:
                 return
-            process = {"pid": started["pid"]}
-            cursor = 0
+            selector = {"process": {"pid": started["pid"]}}
         else:
-            first = agent("/envd/process/read", {"process": process, "cursor": 1 << 62})
+            first = agent(read_path, {"process": process, "cursor": 1 << 62})
             if first is None:
                 return
-            process, cursor = {"pid": first["pid"]}, first["cursor"]  # from now on, as envd
-        push({"event": {"start": {"pid": process["pid"]}}})
+            selector, cursor = {"process": {"pid": first["pid"]}}, first["cursor"]  # as envd
+        if kind == "process":
+            push({"event": {"start": {"pid": selector["process"]["pid"]}}})
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return push({"error": {"status": 504, "message": "the stream's deadline passed; "
-                                       "the process keeps running (reattach with connect)"}})
+                                       "it keeps running in the sandbox"}})
             if not redis.exists(listen_key(stream_id)):
-                log.info("sandbox %s: e2b stream of pid %s has no listener; the process keeps "
-                         "running", address["container_name"], process["pid"])
+                log.info("sandbox %s: e2b %s stream has no listener; what it follows keeps "
+                         "running", address["container_name"], kind)
                 return None
-            got = agent("/envd/process/read", {"process": process, "cursor": cursor,
-                                                "wait": min(POLL_WAIT, left)}, POLL_WAIT)
+            got = agent(read_path, {**selector, "cursor": cursor, "wait": min(POLL_WAIT, left)},
+                        POLL_WAIT)
             if got is None:
                 return None
             for event in got["events"]:
                 push({"event": event})
             cursor = got["cursor"]
             if got["end"] is not None:
-                return push({"event": {"end": got["end"]}, "done": True})
+                if kind == "process":
+                    return push({"event": {"end": got["end"]}, "done": True})
+                return push({"done": True})
     except SandboxError as e:
         push({"error": {"status": e.status, "message": e.detail}})
     return None

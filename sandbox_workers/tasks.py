@@ -162,7 +162,7 @@ def agent(self, ctx, name: str, op: str, timeout: float, **payload: Any) -> Any:
         return client.check_health(record)
     if op == "e2b_stream":  # an E2B process's output, relayed through Redis (e2b_relay.py)
         return e2b_relay.relay(ctx, record, payload["stream_id"], timeout, payload.get("start"),
-                               payload.get("process"))
+                               payload.get("process"), payload.get("kind") or "process")
     if op == "warm":
         client.call_tool(record, "run_shell_command", {"command": "true"}, timeout)
         return True

@@ -1,7 +1,8 @@
 """E2B's code interpreter (port 49999): ``/execute`` as NDJSON and the ``/contexts`` routes.
 
-A cell runs in the sandbox's IPython context (images/agent/sandbox_agent/envd_code.py) as one
-agent call; its outputs are then written one JSON object a line, as E2B's server writes them.
+A cell runs in the sandbox's IPython context (images/agent/sandbox_agent/envd_code.py); its
+outputs are relayed as they are produced (the same Redis relay as process output) and written
+one JSON object a line, as E2B's server writes them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .envd import fleet, small_json, target
 
 bp = Blueprint("e2b_code", __name__)
 
-#: How long a cell may run (the SDK's own default timeout is 300 s).
+#: How long a cell may run (the SDK's own default timeout is 300 s); the relay follows it so long.
 CELL_TIMEOUT = 3600.0
 
 
@@ -30,18 +31,42 @@ def execute():
         raise BadRequest("code must be a string")
     if body.get("context_id") and body.get("language"):
         raise BadRequest("give context_id or language, not both")
-    record = target()
-    outputs = streams.call_json(fleet(), record, "envd/execute",
-                                {**body, "timeout": CELL_TIMEOUT}, timeout=CELL_TIMEOUT)
-    return Response(_lines(outputs), status=200, content_type="application/x-ndjson")
+    record, f = target(), fleet()
+    stream_id = streams.open_stream(f, record, CELL_TIMEOUT, kind="execute",
+                                    start={**body, "timeout": CELL_TIMEOUT})
+    messages = streams.events(f, stream_id, CELL_TIMEOUT)
+    first = next(messages)
+    while "event" in first and "keepalive" in first["event"]:
+        first = next(messages)
+    if "error" in first:  # the cell did not start (an unknown context...): a plain HTTP error
+        messages.close()
+        raise streams.agent_error(first["error"]["status"], first["error"]["message"])
+    return Response(_lines(messages), status=200, content_type="application/x-ndjson")
 
 
-def _lines(outputs: list[dict]) -> Iterator[bytes]:
-    stamp = time.time_ns()  # E2B: nanoseconds since the epoch
-    for output in outputs:
-        if output.get("type") in ("stdout", "stderr"):
-            output = {**output, "timestamp": stamp}
-        yield json.dumps(output).encode() + b"\n"
+def _lines(messages: Iterator[dict]) -> Iterator[bytes]:
+    """The relayed outputs, one JSON object a line, as the cell produces them."""
+    try:
+        for message in messages:
+            if "error" in message:
+                text = message["error"]["message"]
+                yield _line({"type": "error", "name": "SandboxError", "value": text,
+                             "traceback": text})
+                return
+            if message.get("done"):
+                return
+            output = message["event"]
+            if "keepalive" in output:
+                continue
+            if output.get("type") in ("stdout", "stderr"):
+                output = {**output, "timestamp": time.time_ns()}  # E2B: ns since the epoch
+            yield _line(output)
+    finally:
+        messages.close()  # stops the relay if the client went away
+
+
+def _line(output: dict) -> bytes:
+    return json.dumps(output).encode() + b"\n"
 
 
 @bp.route("/contexts", methods=["POST"])

@@ -139,15 +139,18 @@ def _stream(method: str) -> Response:
 
 
 def _frames(messages: Iterator[dict]) -> Iterator[bytes]:
-    for message in messages:
-        if "error" in message:
-            yield connect.end_stream(message["error"]["status"], message["error"]["message"])
-            return
-        yield connect.envelope({"event": message["event"]})
-        if message.get("done"):
-            yield connect.end_stream()
-            return
-    yield connect.end_stream()
+    try:
+        for message in messages:
+            if "error" in message:
+                yield connect.end_stream(message["error"]["status"], message["error"]["message"])
+                return
+            yield connect.envelope({"event": message["event"]})
+            if message.get("done"):
+                yield connect.end_stream()
+                return
+        yield connect.end_stream()
+    finally:
+        messages.close()  # stops the relay if the client went away
 
 
 def _stream_response(frames: Iterator[bytes]) -> Response:

@@ -125,6 +125,18 @@ def test_run_code_state_errors_and_contexts(e2b_fleet):
         assert context.id in [c.id for c in sb.list_code_contexts()]
         sb.remove_code_context(context)
         assert sb.run_code("x").text == "42"  # the default context kept its state
+
+        def on_stdout(message) -> None:  # the cell waits for what this callback writes
+            if message.line == "first\n":
+                sb.files.write("/tmp/go-cell", "")
+
+        streamed = sb.run_code("import os, time\nprint('first')\n"
+                               "while not os.path.exists('/tmp/go-cell'): time.sleep(0.05)\n"
+                               "print('done')", on_stdout=on_stdout, timeout=60)
+        assert streamed.logs.stdout == ["first\n", "done\n"]
+        with pytest.raises(code_interpreter.NotFoundException if hasattr(
+                code_interpreter, "NotFoundException") else e2b.NotFoundException):
+            sb.run_code("1", context=context)  # removed
     finally:
         sb.kill()
 

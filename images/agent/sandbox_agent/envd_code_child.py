@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import threading
 
 from .kernel_child import _block_sigint, _FdCapture
 
@@ -79,11 +80,34 @@ def make_shell(outputs: list):
     return shell
 
 
-def run(shell, outputs: list, code: str, env_vars: dict) -> list:
+class _Stream(io.TextIOBase):
+    """A cell's sys.stdout / sys.stderr: each complete line goes to the parent at once
+    (streamed); the rest on flush() and at the cell's end."""
+
+    def __init__(self, name: str, send) -> None:
+        self.name, self.send, self.buffer = name, send, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.buffer += str(text)
+        if "\n" in self.buffer:
+            head, _, self.buffer = self.buffer.rpartition("\n")
+            self.send({"stream": self.name, "text": head + "\n"})
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.send({"stream": self.name, "text": self.buffer})
+            self.buffer = ""
+
+
+def run(shell, outputs: list, code: str, env_vars: dict, send) -> list:
     del outputs[:]
     saved = {k: os.environ.get(k) for k in env_vars}
     os.environ.update({str(k): str(v) for k, v in env_vars.items()})
-    stdout, stderr = io.StringIO(), io.StringIO()
+    stdout, stderr = _Stream("stdout", send), _Stream("stderr", send)
     real = sys.stdout, sys.stderr
     with _FdCapture() as fds:
         sys.stdout, sys.stderr = stdout, stderr
@@ -97,6 +121,8 @@ def run(shell, outputs: list, code: str, env_vars: dict) -> list:
             outputs.append({"type": "error", "name": "KeyboardInterrupt", "value": "",
                             "traceback": "KeyboardInterrupt"})
         finally:
+            stdout.flush()
+            stderr.flush()
             sys.stdout, sys.stderr = real
             for k, v in saved.items():
                 if v is None:
@@ -104,8 +130,8 @@ def run(shell, outputs: list, code: str, env_vars: dict) -> list:
                 else:
                     os.environ[k] = v
     fd_out, fd_err = fds.read()
-    streams = [{"type": "stdout", "text": stdout.getvalue() + fd_out},
-               {"type": "stderr", "text": stderr.getvalue() + fd_err}]
+    # What the cell's subprocesses wrote to fds 1 and 2 comes at the end.
+    streams = [{"type": "stdout", "text": fd_out}, {"type": "stderr", "text": fd_err}]
     return ([s for s in streams if s["text"]] + list(outputs)
             + [{"type": "number_of_executions", "execution_count": shell.execution_count - 1}])
 
@@ -116,13 +142,18 @@ def main(argv: list) -> int:
     wfile = os.fdopen(int(argv[2]), "wb")
     outputs: list = []
     shell = make_shell(outputs)
-    wfile.write(json.dumps({"ready": True, "pid": os.getpid()}).encode() + b"\n")
-    wfile.flush()
+    lock = threading.Lock()  # a cell's threads may print at once
+
+    def send(message: dict) -> None:
+        with lock:
+            wfile.write(json.dumps(message).encode() + b"\n")
+            wfile.flush()
+
+    send({"ready": True, "pid": os.getpid()})
     for line in rfile:
         request = json.loads(line)
-        reply = run(shell, outputs, request["code"], request.get("env_vars") or {})
-        wfile.write(json.dumps({"id": request["id"], "outputs": reply}).encode() + b"\n")
-        wfile.flush()
+        reply = run(shell, outputs, request["code"], request.get("env_vars") or {}, send)
+        send({"id": request["id"], "outputs": reply})
     return 0
 
 

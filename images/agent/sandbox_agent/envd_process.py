@@ -48,13 +48,11 @@ def home_or_root(cwd: str | None) -> str:
     return HOME if os.path.isdir(HOME) else "/"
 
 
-class Proc:
-    def __init__(self, popen: subprocess.Popen, config: dict[str, Any], tag: str | None) -> None:
-        self.popen = popen
-        self.pid = popen.pid
-        self.config = config
-        self.tag = tag
-        self.events: collections.deque[dict[str, Any]] = collections.deque()
+class EventLog:
+    """Events one writer adds and readers follow by cursor, bounded to LOG_LIMIT bytes."""
+
+    def __init__(self) -> None:
+        self.events: collections.deque[tuple[dict[str, Any], int]] = collections.deque()
         self.first = 0  # cursor of events[0]
         self.size = 0
         self.end: dict[str, Any] | None = None
@@ -63,12 +61,17 @@ class Proc:
 
     def add(self, event: dict[str, Any], size: int = 0) -> None:
         with self.cond:
-            self.events.append(event)
+            self.events.append((event, size))
             self.size += size
             while self.size > LOG_LIMIT and len(self.events) > 1:
-                dropped = self.events.popleft()
-                self.size -= dropped.get("_size", 0)
+                self.size -= self.events.popleft()[1]
                 self.first += 1
+            self.cond.notify_all()
+
+    def finish(self, end: dict[str, Any]) -> None:
+        with self.cond:
+            self.end = end
+            self.ended_at = time.monotonic()
             self.cond.notify_all()
 
     def read(self, cursor: int, wait: float) -> dict[str, Any]:
@@ -81,10 +84,21 @@ class Proc:
                     break
                 self.cond.wait(left)
             start = max(cursor, self.first)
-            events = [{k: v for k, v in e.items() if k != "_size"}
-                      for e in list(self.events)[start - self.first:]]
-            return {"pid": self.pid, "events": events, "cursor": self.first + len(self.events),
+            events = [e for e, _ in list(self.events)[start - self.first:]]
+            return {"events": events, "cursor": self.first + len(self.events),
                     "dropped": max(0, self.first - cursor), "end": self.end}
+
+
+class Proc(EventLog):
+    def __init__(self, popen: subprocess.Popen, config: dict[str, Any], tag: str | None) -> None:
+        super().__init__()
+        self.popen = popen
+        self.pid = popen.pid
+        self.config = config
+        self.tag = tag
+
+    def read(self, cursor: int, wait: float) -> dict[str, Any]:
+        return {"pid": self.pid, **super().read(cursor, wait)}
 
 
 class ProcessTable:
@@ -142,20 +156,21 @@ class ProcessTable:
                     if not chunk:
                         sel.unregister(key.fileobj)
                         continue
-                    proc.add({"data": {names[key.fd]: base64.b64encode(chunk).decode()},
-                              "_size": len(chunk)}, len(chunk))
+                    proc.add({"data": {names[key.fd]: base64.b64encode(chunk).decode()}},
+                             len(chunk))
         code = popen.wait()
         for stream in (popen.stdout, popen.stderr, popen.stdin):
             if stream is not None:
                 stream.close()
         if code < 0:
-            end = {"exitCode": -1, "exited": False, "status": f"signal: {signal.Signals(-code).name}"}
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            end = {"exitCode": -1, "exited": False, "status": f"signal: {name}"}
         else:
             end = {"exitCode": code, "exited": True, "status": f"exit status {code}"}
-        with proc.cond:
-            proc.end = end
-            proc.ended_at = time.monotonic()
-            proc.cond.notify_all()
+        proc.finish(end)
 
     def _forget_ended(self) -> None:
         now = time.monotonic()
