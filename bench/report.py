@@ -17,7 +17,8 @@ ROWS: list[tuple[str, tuple[str, ...], str]] = [
     ("churn: failed sessions", ("churn", "failures"), ""),
     ("concurrent: calls/s (higher is better)", ("concurrent", "calls_per_s"), "/s"),
     ("concurrent: call p50", ("concurrent", "call", "p50_ms"), "ms"),
-    ("burst past the pool: all served", ("burst", "all_served_s"), "s"),
+    ("burst past the pool: all served (— when some failed)", ("burst", "all_served_s"), "s"),
+    ("burst: sessions served", ("burst", "served"), ""),
     ("burst: failed sessions", ("burst", "failures"), ""),
     ("cold create to first result p50", ("cold", "create_to_first_result", "p50_ms"), "ms"),
     ("cold: release answered p50", ("cold", "release", "p50_ms"), "ms"),
@@ -38,13 +39,20 @@ def dig(result: dict, path: tuple[str, ...]) -> Any:
     return result
 
 
+def _human(value: float, unit: str) -> str:
+    """Three significant figures; milliseconds of a second or more are shown in seconds."""
+    if unit == "ms" and value >= 1000:
+        value, unit = value / 1000, "s"
+    return f"{value:.3g} {unit}".strip()
+
+
 def _fmt(values: list[float], unit: str) -> str:
     if not values:
         return "—"
-    middle = statistics.median(values)
-    text = f"{middle:g} {unit}".strip()
-    if len(values) > 1 and min(values) != max(values):
-        text += f" ({min(values):g}-{max(values):g})"
+    text = _human(statistics.median(values), unit)
+    low, high = _human(min(values), unit), _human(max(values), unit)
+    if low != high:
+        text += f" ({low} - {high})"
     return text
 
 

@@ -28,11 +28,14 @@ import requests
 
 from sandbox_cli.localfleet import LocalFleet
 
-from . import upstream, workloads
+from . import profile, upstream, workloads
 from .fleet_bench import idle_memory
 from .report import markdown
 
 SETTLE_TIMEOUT = 300.0
+# --profile: the fleet's processes py-spy samples during churn, by a marker in their command line
+PROFILED = {"api": "gunicorn", "calls worker": ".calls", "lifecycle worker": "sandbox.create",
+            "beat": "beat"}
 
 
 def pool_answers(server: LocalFleet, docker_client, expected: int) -> bool:
@@ -102,8 +105,17 @@ def one_round(kind: str, folder: Path, python: Path, docker_client, sizes: dict)
         result["warmup_failures"] = warmup["failures"]
         settle()
         click.echo(f"  {kind}: churn, {sizes['sessions']} sessions every {sizes['interval']} s", err=True)
+        spies, cpu_before = [], profile.cpu_snapshot(server.proc.pid)
+        if sizes.get("profile") and kind == "fleet":
+            parts = {name: pids[0] for name, marker in PROFILED.items()
+                     for pids in [server.pids(marker)] if pids}
+            spies = profile.start_pyspy(parts, Path(sizes["profile"]), sizes["sessions"] * sizes["interval"])
         result["churn"] = workloads.churn(client, sizes["sessions"], sizes["interval"], 5,
                                           deadline_s=sizes["sessions"] * sizes["interval"] + 300)
+        result["churn"]["cpu_s"] = profile.cpu_delta(cpu_before, profile.cpu_snapshot(server.proc.pid))
+        for name, out, spy in spies:
+            spy.wait(timeout=120)
+            result["churn"].setdefault("py_spy", {})[name] = profile.summarise(out)
         result["churn"]["settle_after_s"] = settle()
         click.echo(f"  {kind}: {sizes['agents']} agents x {sizes['calls']} calls", err=True)
         result["concurrent"] = workloads.concurrent(client, sizes["agents"], sizes["calls"])
@@ -141,13 +153,16 @@ def machine() -> dict:
 @click.option("--burst", "burst_size", default=0, help="burst: sessions at once [default: 2 x pool]")
 @click.option("--quiet", default=200, show_default=True, help="quiet window: calls timed each way")
 @click.option("--cold", default=5, show_default=True, help="cold creates to time")
+@click.option("--profile", "profile_dir", default=None, type=click.Path(file_okay=False),
+              help="py-spy the fleet's processes during churn into this folder (needs the bench extra)")
 @click.option("--only", type=click.Choice(["both", "fleet", "upstream"]), default="both",
               show_default=True, help="run one server only (for debugging the bench)")
 def main(pool: int, rounds: int, sessions: int, interval: float, agents: int, calls: int,
-         burst_size: int, quiet: int, cold: int, only: str) -> None:
+         burst_size: int, quiet: int, cold: int, profile_dir: str | None, only: str) -> None:
     """Run the same workloads against sandbox-fleet and upstream's server, alternating."""
     sizes = {"pool": pool, "sessions": sessions, "interval": interval, "agents": agents,
-             "calls": calls, "burst": burst_size or 2 * pool, "quiet": quiet, "cold": cold}
+             "calls": calls, "burst": burst_size or 2 * pool, "quiet": quiet, "cold": cold,
+             "profile": profile_dir}
     kinds = ["fleet", "upstream"] if only == "both" else [only]
     python = upstream.ensure_venv()
     if "upstream" in kinds:
@@ -156,19 +171,21 @@ def main(pool: int, rounds: int, sessions: int, interval: float, agents: int, ca
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
                      "sizes": sizes, "upstream": {"version": upstream.VERSION, "image": upstream.IMAGE},
                      "rounds": []}
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"sidebyside-{time.strftime('%Y%m%d-%H%M%S')}.json"
     with tempfile.TemporaryDirectory(prefix="sandbox-fleet-sidebyside-") as tmp:
         for number in range(rounds):
             order = kinds if number % 2 == 0 else kinds[::-1]
-            entry = {}
+            entry: dict = {}
+            results["rounds"].append(entry)
             for kind in order:
                 click.echo(f"round {number + 1}/{rounds}: {kind}", err=True)
                 entry[kind] = one_round(kind, Path(tmp) / f"{kind}-{number}", python, docker_client,
                                         sizes)
-            results["rounds"].append(entry)
+                entry[kind]["loadavg_after"] = os.getloadavg()
+                path.write_text(json.dumps(results, indent=2))  # a stopped run keeps what it measured
     results["machine"]["loadavg_end"] = os.getloadavg()
-    out = Path(__file__).resolve().parent / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"sidebyside-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
     click.echo(f"results: {path}", err=True)
     click.echo(markdown(results))
