@@ -9,7 +9,8 @@ Two views, both taken while the workload runs:
   every container of the host, so they are upper bounds when others run containers too;
 - py-spy samples of each fleet process (``pip install -e '.[bench]'`` brings py-spy), summarised
   as the functions where most samples were taken (self) and the fleet's own frames on the stack
-  (inclusive). Idle threads are not sampled.
+  (inclusive). Idle threads are not sampled (py-spy pauses the process for each sample to see
+  which threads wait; at 100 Hz that costs the profiled fleet a little speed).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def classify(cmdline: str, comm: str, fleet_pids: set[int], pid: int) -> str | N
     if comm in {"dockerd", "containerd", "runc"} or comm.startswith("containerd-shim"):
         return "containerd-shim" if comm.startswith("containerd-shim") else comm
     if pid in fleet_pids:
+        # (every worker's command line holds "--without-heartbeat", so beat is matched by its verb)
         for marker, part in (("gunicorn", "api (gunicorn)"), (".calls", "calls worker"),
-                             ("beat", "beat"), ("worker", "lifecycle worker"),
+                             ("sandbox_workers beat", "beat"), ("worker", "lifecycle worker"),
                              ("redis-server", "redis"), ("sandbox_cli.server", "server (supervisor)"),
                              ("runtime-sandbox-server", "upstream server")):
             if marker in cmdline:
@@ -99,8 +101,8 @@ def start_pyspy(pids: dict[str, int], folder: Path,
     running = []
     for name, pid in pids.items():
         out = folder / f"{name.replace(' ', '_')}.txt"
-        proc = subprocess.Popen([spy, "record", "--format", "raw", "--subprocesses", "--nonblocking",
-                                 "--rate", "200", "--duration", str(int(duration) + 1),
+        proc = subprocess.Popen([spy, "record", "--format", "raw", "--subprocesses",
+                                 "--rate", "100", "--duration", str(int(duration) + 1),
                                  "--output", str(out), "--pid", str(pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         running.append((name, out, proc))

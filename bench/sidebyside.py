@@ -35,7 +35,7 @@ from .report import markdown
 SETTLE_TIMEOUT = 300.0
 # --profile: the fleet's processes py-spy samples during churn, by a marker in their command line
 PROFILED = {"api": "gunicorn", "calls worker": ".calls", "lifecycle worker": "sandbox.create",
-            "beat": "beat"}
+            "beat": "sandbox_workers beat"}
 
 
 def pool_answers(server: LocalFleet, docker_client, expected: int) -> bool:
