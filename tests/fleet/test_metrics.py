@@ -1,8 +1,13 @@
 """/metrics on a real fleet: the series move when a session runs (create, call, release, reap)."""
 
+import re
+from pathlib import Path
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.docker]
 
@@ -79,6 +84,19 @@ def test_series_move_when_a_session_runs(make_fleet):
     assert value(after, "sandbox_fleet_sandboxes", host=host, sandbox_type="base",
                  state="running") == 0
     assert value(after, "sandbox_fleet_sessions") == 0
+
+    # Every series on the page is documented, and the Grafana dashboard uses only those.
+    documented = families_in((REPO / "docs" / "operations.md").read_text())
+    assert {family(name) for name, _ in after} <= documented
+    assert families_in((REPO / "deploy" / "grafana" / "sandbox-fleet.json").read_text()) <= documented
+
+
+def family(name: str) -> str:
+    return re.sub(r"_(total|bucket|sum|count)$", "", name)
+
+
+def families_in(text: str) -> set[str]:
+    return {family(name) for name in re.findall(r"sandbox_fleet_[a-z_]+[a-z]", text)}
 
 
 def test_reply_timeouts_are_counted(make_fleet, redis_url, store):
