@@ -32,6 +32,7 @@ from pathlib import Path
 import click
 
 from backends import capabilities
+from sandbox_core import polling
 from sandbox_core.errors import SandboxError
 from sandbox_core.registry import BUILTIN_TYPES, get_spec, load_extensions
 from sandbox_core.settings import Settings, load_settings
@@ -237,20 +238,11 @@ def check_image(tag: str, tool_group: str | None = None) -> None:
                               check=True).stdout.split()[0].rsplit(":", 1)[1]
         base = f"http://127.0.0.1:{port}/fastapi"
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        deadline = time.monotonic() + CHECK_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(urllib.request.Request(f"{base}/healthz", headers=headers),
-                                            timeout=2) as response:
-                    if response.read() == b"OK":
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
-                raise click.ClickException(f"{tag} did not answer healthz within {CHECK_TIMEOUT:.0f}s:\n"
-                                           f"{logs.stdout}{logs.stderr}")
-            time.sleep(0.1)
+        if not polling.poll(lambda: polling.http_ok(f"{base}/healthz", headers, body=b"OK"),
+                            CHECK_TIMEOUT, most=0.2):
+            logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+            raise click.ClickException(f"{tag} did not answer healthz within {CHECK_TIMEOUT:.0f}s:\n"
+                                       f"{logs.stdout}{logs.stderr}")
         request = urllib.request.Request(f"{base}/tools/run_shell_command", headers=headers,
                                          data=json.dumps({"command": "echo sandbox-ok"}).encode())
         with urllib.request.urlopen(request, timeout=30) as response:

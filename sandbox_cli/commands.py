@@ -61,3 +61,14 @@ def gunicorn(settings: Settings, bind: str | None = None, *extra: str) -> list[s
             "--workers", str(settings.WORKERS), "--worker-class", "gthread",
             "--threads", str(GUNICORN_THREADS), "--timeout", "0",
             "--graceful-timeout", str(API_GRACE), *extra]
+
+
+def redis_server(socket_path: str, folder: str) -> list[str]:
+    """A private redis-server on a unix socket only (no TCP port), keeping nothing on disk."""
+    import shutil
+
+    server = shutil.which("redis-server")
+    if server is None:
+        raise FileNotFoundError("redis-server is not installed (apt-get install redis-server)")
+    return [server, "--port", "0", "--unixsocket", socket_path, "--unixsocketperm", "700",
+            "--save", "", "--appendonly", "no", "--dir", folder, "--loglevel", "warning"]

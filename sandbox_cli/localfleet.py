@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,22 +21,24 @@ from typing import Any
 
 import requests
 
+from sandbox_core import polling
+
+from . import commands
+
 
 @contextlib.contextmanager
 def private_redis(folder: Path) -> Iterator[str]:
     """A redis-server on a unix socket in ``folder`` for as long as the block runs; yields its URL."""
-    server = shutil.which("redis-server")
-    if server is None:
-        raise RuntimeError("redis-server is not installed (scripts/setup installs it)")
     sock = folder / "redis.sock"
-    proc = subprocess.Popen([server, "--port", "0", "--unixsocket", str(sock), "--save", "",
-                             "--appendonly", "no", "--dir", str(folder)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(commands.redis_server(str(sock), str(folder)), stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
+        def up() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("redis-server exited at start")
+            return sock.exists()
+
+        if not polling.poll(up, 10, first=0.02, most=0.05):
+            raise RuntimeError("redis-server did not start")
         yield f"unix://{sock}"
     finally:
         proc.terminate()
@@ -86,16 +87,13 @@ class LocalFleet:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sandbox_cli.server", "--config", str(self.config), *args],
                 cwd=self.config.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def up() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the fleet exited:\n{self.tail()}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=5).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
+            return polling.http_ok(f"{self.url}/health", timeout=5)
+
+        if polling.poll(up, timeout, first=0.05, most=0.1):
+            return self
         raise RuntimeError(f"the fleet did not start in {timeout}s:\n{self.tail()}")
 
     def stop(self, timeout: float = 90) -> int:
@@ -206,11 +204,13 @@ class LocalHost:
                 self.procs.append(subprocess.Popen(
                     orphans.wrap(commands.worker(settings, role)), env=env, stdout=log,
                     stderr=subprocess.STDOUT, cwd=self.config.parent))
-        deadline = time.monotonic() + 60
-        while self.log.read_text(errors="replace").count(" ready.") < 2:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+        def ready() -> bool:
+            if any(p.poll() is not None for p in self.procs):
                 raise RuntimeError(f"host {self.name} did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
+            return self.log.read_text(errors="replace").count(" ready.") >= 2
+
+        if not polling.poll(ready, 60, first=0.05, most=0.1):
+            raise RuntimeError(f"host {self.name} did not start:\n{self.log.read_text()[-3000:]}")
         return self
 
     def stop(self, drain: bool = True) -> None:

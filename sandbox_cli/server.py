@@ -34,7 +34,7 @@ import click
 import redis
 
 from backends import backend_class
-from sandbox_core import logs
+from sandbox_core import logs, polling
 from sandbox_core.errors import SettingsError
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import load_extensions
@@ -256,27 +256,26 @@ class Supervisor:
     # -- redis -------------------------------------------------------------------------------
 
     def _start_private_redis(self, workdir: Path) -> str:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise StartFailed(
-                "REDIS_ENABLED is false, so the fleet runs its own Redis, but redis-server is not "
-                "installed (apt-get install redis-server), or set REDIS_ENABLED=true")
         sock = workdir / "redis.sock"
         if sock.exists():
             raise StartFailed(f"the private Redis socket {sock} is taken")
-        self._spawn("redis", [server, "--port", "0", "--unixsocket", str(sock),
-                              "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
-                              "--dir", str(workdir), "--loglevel", "warning"])
+        try:
+            argv = commands.redis_server(str(sock), str(workdir))
+        except FileNotFoundError as e:
+            raise StartFailed(f"REDIS_ENABLED is false, so the fleet runs its own Redis, but {e}; "
+                              "or set REDIS_ENABLED=true") from None
+        self._spawn("redis", argv)
         part = self.parts["redis"]
-        deadline = time.monotonic() + 10
-        while not _answers(sock):
+
+        def up() -> bool:
             if not part.alive():
                 part.proc.wait()
                 raise StartFailed(f"the private redis-server exited with code "
                                   f"{part.proc.returncode}:\n{part.last_error()}")
-            if time.monotonic() > deadline:
-                raise StartFailed(f"the private redis-server did not open {sock} in 10s")
-            time.sleep(0.02)
+            return _answers(sock)
+
+        if not polling.poll(up, 10, first=0.02, most=0.05):
+            raise StartFailed(f"the private redis-server did not open {sock} in 10s")
         return f"unix://{sock}"
 
     def _check_redis(self) -> None:
@@ -288,27 +287,21 @@ class Supervisor:
     # -- readiness ---------------------------------------------------------------------------
 
     def _announce_when_ready(self) -> None:
-        import urllib.request
-
         url = f"http://{_connect_host(self.settings.HOST)}:{self.settings.PORT}/health"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not self.stopping.is_set():
+
+        def ready() -> bool:
             dead = self._dead_part()
             if dead is not None:
                 dead.proc.wait()
                 raise StartFailed(f"{dead.name} exited with code {dead.proc.returncode} during "
                                   f"start-up. Its last lines:\n{dead.last_error()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        log.info("sandbox-fleet ready on http://%s:%s (host %s, backend %s)",
-                                 self.settings.HOST, self.settings.PORT,
-                                 self.settings.FLEET_HOST_NAME, self.settings.CONTAINER_DEPLOYMENT)
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        if not self.stopping.is_set():
+            return self.stopping.is_set() or polling.http_ok(url, timeout=1)
+
+        if polling.poll(ready, 60, first=0.05, most=0.1) and not self.stopping.is_set():
+            log.info("sandbox-fleet ready on http://%s:%s (host %s, backend %s)",
+                     self.settings.HOST, self.settings.PORT,
+                     self.settings.FLEET_HOST_NAME, self.settings.CONTAINER_DEPLOYMENT)
+        elif not self.stopping.is_set():
             log.warning("the API did not answer /health within 60s; still trying")
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import urllib3
 
+from sandbox_core import polling
 from sandbox_core.errors import BackendError, NotFound, Unavailable
 
 ADDRESS_CACHE_SIZE = 4096
@@ -140,19 +141,19 @@ class AgentClient:
 
     def wait_ready(self, record: dict, deadline: float) -> None:
         """Block until the agent answers /healthz (a bounded readiness probe after start)."""
-        last_error = "no answer"
-        delay = 0.005
-        while time.monotonic() < deadline:
+        last_error = ["no answer"]
+
+        def ready() -> bool:
             try:
                 response = self.request(record, "GET", "/healthz", timeout=2)
-                if response.status == 200:
-                    return
-                last_error = f"HTTP {response.status}"
             except Unavailable as e:
-                last_error = str(e)
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
-        raise Unavailable(f"sandbox {record['container_name']} was not ready in time: {last_error}")
+                last_error[0] = str(e)
+                return False
+            last_error[0] = f"HTTP {response.status}"
+            return response.status == 200
+
+        if not polling.poll(ready, deadline - time.monotonic()):
+            raise Unavailable(f"sandbox {record['container_name']} was not ready in time: {last_error[0]}")
 
     def call_tool(self, record: dict, tool_name: str, arguments: dict, timeout: float) -> dict:
         """Run a tool; agent-side failures come back as an MCP error result, as upstream."""

@@ -19,7 +19,6 @@ A subclass sets ``deployment`` (a ``CONTAINER_DEPLOYMENT`` value) and may overri
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import requests
 from backends import Backend, Container, ContainerSpec, backend_class
 from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE
 from sandbox_cli.localfleet import free_port
+from sandbox_core import polling
 from sandbox_core.errors import BackendError, BadRequest, SandboxError
 from sandbox_core.settings import parse_settings
 from tests.conftest import BASE_IMAGE, REQUIRE_DOCKER, docker_unavailable
@@ -61,18 +61,20 @@ class Sandbox:
         return parts.get("stdout", ""), parts.get("stderr", ""), int(parts.get("returncode", "-1"))
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
+        last = ["no answer"]
+
+        def ready() -> bool:
             try:
                 response = self.get("/healthz", timeout=2)
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
             except requests.RequestException as e:
-                last = str(e)
-            time.sleep(0.05)
-        raise AssertionError(f"{self.spec.name}: the agent did not answer /healthz in {timeout}s: {last}")
+                last[0] = str(e)
+                return False
+            last[0] = f"HTTP {response.status_code}: {response.text[:200]}"
+            return response.status_code == 200
+
+        if not polling.poll(ready, timeout, most=0.05):
+            raise AssertionError(f"{self.spec.name}: the agent did not answer /healthz in {timeout}s: "
+                                 f"{last[0]}")
 
 
 class BackendContract:
