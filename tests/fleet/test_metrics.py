@@ -27,9 +27,16 @@ def value(samples: dict, name: str, **labels) -> float:
 
 
 def test_series_move_when_a_session_runs(make_fleet):
-    fleet = make_fleet(POOL_SIZE=1, FLEET_SANDBOX_IDLE_TIMEOUT=2)
+    fleet = make_fleet(POOL_SIZE=1, FLEET_SANDBOX_IDLE_TIMEOUT=2, WORKERS=2)
     host = fleet.values["FLEET_HOST_NAME"]
     assert requests.get(f"{fleet.url}/metrics", timeout=30).status_code == 401  # behind the token
+
+    # Two gunicorn workers answer; /metrics adds up both (prometheus-client's multiprocess mode).
+    health = {"endpoint": "/health", "method": "GET", "status": "200"}
+    before = value(scrape(fleet), "sandbox_fleet_http_requests_total", **health)
+    for _ in range(20):
+        requests.get(f"{fleet.url}/health", timeout=30)
+    assert value(scrape(fleet), "sandbox_fleet_http_requests_total", **health) == before + 20
 
     # The pool fills: a worker's create, seen through Redis, and the pool's gauges.
     first = fleet.wait_for(lambda: (s := scrape(fleet)) and value(
