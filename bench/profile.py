@@ -9,8 +9,9 @@ Two views, both taken while the workload runs:
   every container of the host, so they are upper bounds when others run containers too;
 - py-spy samples of each fleet process (``pip install -e '.[bench]'`` brings py-spy), summarised
   as the functions where most samples were taken (self) and the fleet's own frames on the stack
-  (inclusive). Idle threads are not sampled (py-spy pauses the process for each sample to see
-  which threads wait; at 100 Hz that costs the profiled fleet a little speed).
+  (inclusive). py-spy pauses the process for each sample (100 Hz). On this project's hosts its
+  idle detection does not work (threads parked on a queue are sampled too), so these shares are
+  of wall time per thread, not CPU: the CPU seconds above are the figure to go by.
 """
 
 from __future__ import annotations
