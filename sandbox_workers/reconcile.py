@@ -77,13 +77,18 @@ def _close_orphaned_records(ctx: WorkerContext, containers: dict[str, Container]
             if not _create_in_flight(ctx, record):
                 lifecycle.fail(ctx, name, "the worker creating it died")
                 closed.append(name)
-        elif name not in containers:
-            lifecycle.fail(ctx, name, "its container disappeared")
-            closed.append(name)
-        elif record["state"] == states.WARM and containers[name].status != "running":
-            # Nobody stopped a pooled sandbox on purpose: it died, and must not be handed out.
-            lifecycle.fail(ctx, name, f"its container is {containers[name].status}")
-            closed.append(name)
+        elif name not in containers or (record["state"] == states.WARM and
+                                        containers[name].status != "running"):
+            # The listing is older than the record: a create may have finished in between. Look
+            # at the container itself before closing anything.
+            container = ctx.backend.inspect(record.get("container_id") or name)
+            if container is None:
+                lifecycle.fail(ctx, name, "its container disappeared")
+                closed.append(name)
+            elif record["state"] == states.WARM and container.status != "running":
+                # Nobody stopped a pooled sandbox on purpose: it died, and must not be handed out.
+                lifecycle.fail(ctx, name, f"its container is {container.status}")
+                closed.append(name)
     return closed
 
 
