@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Awaitable, Callable
@@ -268,6 +269,8 @@ class BoxLiteBackend(Backend):
                 continue
             with contextlib.suppress(boxlite.BoxliteError, TimeoutError):
                 self._call(self.runtime.remove, target, force=True)
+        if box_id:
+            _kill_shims(self.home / "boxes" / box_id)
         self._sidecar(name).unlink(missing_ok=True)
 
     def _boot_log(self, box_id: str | None) -> str:
@@ -372,3 +375,19 @@ def _status(info) -> str:
 
 async def _awaitable(value: Awaitable[T]) -> T:
     return await value
+
+
+def _kill_shims(box_dir: Path) -> None:
+    """A boot cut off by its timeout can leave the box's VMM (boxlite-shim) running after the
+    runtime removed the box: kill any shim whose command line names that box's folder."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "boxlite-shim" in cmdline and str(box_dir) in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+                log.warning("box %s: killed its VMM left after a failed boot", box_dir.name)

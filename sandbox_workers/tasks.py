@@ -35,8 +35,6 @@ assert _LIFECYCLE_LIMIT < VISIBILITY_TIMEOUT  # else Redis would redeliver a job
 
 #: What a task returns when another job (or the same job sent again) gives the reply.
 NO_REPLY = object()
-#: How many hosts a create is handed on to when the one that took it is shutting down.
-MAX_HOPS = 3
 
 
 def replying(func):
@@ -98,10 +96,11 @@ def create(self, ctx, name: str, replaces: str | None = None, hops: int = 0) -> 
     except lifecycle.CreateOwnedElsewhere:
         return NO_REPLY  # the live owner replies
     except lifecycle.HostDraining as e:
-        if not waited or replaces or hops >= MAX_HOPS:
+        if not waited or replaces:
             lifecycle.fail(ctx, name, e.detail)
             raise
-        # Another host may serve it; the caller keeps waiting under the same job id.
+        # Another host may serve it; the caller keeps waiting under the same job id, and once it
+        # stops waiting the next copy closes the record (the check above).
         log.info("sandbox %s: %s; handing the create on", name, e.detail)
         self.app.send_task(jobs.CREATE, kwargs={"name": name, "hops": hops + 1},
                            queue=jobs.CREATE_QUEUE, task_id=self.request.id, countdown=1,
