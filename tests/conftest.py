@@ -2,7 +2,9 @@
 
 Everything talks over loopback or unix sockets. Docker tests need a running engine and the base
 image; they skip with the reason where those are missing, except under CI (or
-SANDBOX_FLEET_REQUIRE_DOCKER=1), where a missing engine or image is a failure, not a skip.
+SANDBOX_FLEET_REQUIRE_DOCKER=1), where a missing engine or image is a failure, not a skip:
+``docker_unavailable``/``require_docker``/``skip_or_fail`` below are the one place deciding that.
+tests/local/ runs fleets on the test-only local-process backend instead (docs/contributing.md).
 """
 
 from __future__ import annotations
