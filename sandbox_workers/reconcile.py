@@ -52,7 +52,9 @@ def _remove_unclaimed(ctx: WorkerContext, containers: dict[str, Container]) -> l
         record = ctx.store.get(name)
         if record is None or record["state"] not in states.LIVE_STATES:
             log.info("sandbox %s: removing its container: no live record claims it", name)
-            lifecycle.teardown(ctx, name)
+            # A recycled one (its teardown may not have run yet) keeps its workspace for restore.
+            lifecycle.teardown(ctx, name, keep_workspace=bool(record) and
+                               record["state"] == states.RECYCLED)
             removed.append(name)
         elif record.get("host") and record["host"] != ctx.host:
             # A create that another host took over after this host's worker died mid-way.
