@@ -216,15 +216,15 @@ class Fleet:
         """Release every sandbox of a host and wait until its workers tore them down (creates that
         were already queued finish first, then go too). Returns how many are left."""
         deadline = time.monotonic() + timeout
+        # From now on the host's workers start no create (a refill another host's beat sent, or a
+        # client's): each one either is in host_names below, and torn down, or never starts.
+        self.store.start_draining(host, int(timeout) + 60)
         self.cleanup(host)
         while self.store.host_names(host) and time.monotonic() < deadline and workers_alive():
             time.sleep(0.2)
             self.cleanup(host)
         return len(self.store.host_names(host))
 
-        # From now on the host's workers start no create (a refill another host's beat sent, or a
-        # client's): each one either is in host_names below, and torn down, or never starts.
-        self.store.start_draining(host, int(timeout) + 60)
     def status(self) -> dict:
         """What an operator wants at a glance: pools, live sandboxes, the cap."""
         pools = {}

@@ -29,13 +29,13 @@ PORT_ATTEMPTS = 5
 def workspace_dir(ctx: WorkerContext, session_id: str) -> str:
     return os.path.abspath(os.path.join(ctx.settings.DEFAULT_MOUNT_DIR, session_id))
 
+
 class CreateOwnedElsewhere(Exception):
     """Another live worker process runs this create: this copy of the job does nothing."""
 
 
 class HostDraining(Unavailable):
     """This host is shutting down and starts no more sandboxes."""
-
 
 
 def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None) -> str:
@@ -151,6 +151,7 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
         # copy to storage failed.
         if kept and not keep_workspace and record.get("mount_dir") and \
                 record.get("workspace_owned") != "0":
+            ctx.backend.release_workspace(record["mount_dir"])  # e.g. its size-limited image
             _remove_workspace(name, record["mount_dir"])
     if keep_workspace and record:
         rebuild.write_marker(ctx.settings, record)  # a Redis loss must not lose the session
@@ -242,7 +243,3 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _float_or_none(value) -> float | None:
-    return float(value) if value not in (None, "") else None
