@@ -377,9 +377,10 @@ async def _awaitable(value: Awaitable[T]) -> T:
     return await value
 
 
-def _kill_shims(box_dir: Path) -> None:
-    """A boot cut off by its timeout can leave the box's VMM (boxlite-shim) running after the
-    runtime removed the box: kill any shim whose command line names that box's folder."""
+def shim_processes(folder: Path) -> dict[int, str]:
+    """BoxLite's VMM processes (boxlite-shim) whose command line names ``folder`` (a BoxLite home,
+    or one box's folder), by pid."""
+    found = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -387,7 +388,15 @@ def _kill_shims(box_dir: Path) -> None:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "boxlite-shim" in cmdline and str(box_dir) in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-                log.warning("box %s: killed its VMM left after a failed boot", box_dir.name)
+        if "boxlite-shim" in cmdline and str(folder) in cmdline:
+            found[int(pid)] = cmdline
+    return found
+
+
+def _kill_shims(box_dir: Path) -> None:
+    """A boot cut off by its timeout can leave the box's VMM running after the runtime removed
+    the box: kill it."""
+    for pid in shim_processes(box_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            log.warning("box %s: killed its VMM left after a failed boot", box_dir.name)

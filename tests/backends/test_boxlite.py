@@ -64,17 +64,9 @@ def boot_failure_reason(error: BackendError) -> str | None:
 
 def shim_processes(home: Path) -> list[str]:
     """Command lines of BoxLite VMM processes that belong to the BoxLite home ``home``."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "boxlite-shim" in cmdline and str(home) in cmdline:
-            found.append(cmdline)
-    return found
+    from backends.boxlite import shim_processes as shims
+
+    return list(shims(home).values())
 
 
 class TestBoxLiteBackend(BackendContract):
