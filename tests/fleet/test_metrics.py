@@ -33,6 +33,9 @@ def test_series_move_when_a_session_runs(make_fleet):
 
     # Two gunicorn workers answer; /metrics adds up both (prometheus-client's multiprocess mode).
     health = {"endpoint": "/health", "method": "GET", "status": "200"}
+    # The server polls /health too until it has said it is ready: let it finish first.
+    fleet.wait_for(lambda: "sandbox-fleet ready" in fleet.log.read_text(errors="replace"),
+                   what="the server's own readiness poll to end")
     before = value(scrape(fleet), "sandbox_fleet_http_requests_total", **health)
     for _ in range(20):
         requests.get(f"{fleet.url}/health", timeout=30)
