@@ -162,12 +162,9 @@ class LocalFleet:
         return docker_client.containers.list(all=True, filters={"name": self.prefix})
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float = 30, what: str = "condition"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
+        value = polling.poll(predicate, timeout, first=0.05, most=0.1)
+        if value:
+            return value
         raise AssertionError(f"timed out waiting for {what}\n{self.tail()}")
 
 

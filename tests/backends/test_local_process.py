@@ -6,23 +6,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from sandbox_core import polling
 from tests.doubles.local_process_backend import NAME, LocalProcessBackendForTests, _descendants
 
 from .contract import BackendContract
 
 
 def wait_until(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
+    value = polling.poll(predicate, timeout, first=0.05, most=0.05)
+    if value:
+        return value
     raise AssertionError(f"timed out waiting for {what}")
 
 
