@@ -109,5 +109,10 @@ class Backend(ABC):
         """Give back what ``create`` added to a workspace folder (a size-limited image) before
         the fleet deletes the folder; its container is gone by then."""
 
+    def cleanup_host(self) -> None:
+        """Remove what this host keeps for its sandboxes beside them (networks, firewall rules,
+        workspace images) that no sandbox uses any more. Called once, by the worker that owns the
+        host's lifecycle queue, when it stops: other worker processes of the host may still run."""
+
     def close(self) -> None:
         """Release client connections."""

@@ -74,18 +74,7 @@ class DockerBackend(Backend):
         if options.get("mem_limit") and "memswap_limit" not in spec.runtime_config:
             options["memswap_limit"] = options["mem_limit"]  # no swap on top: the limit is real
         try:
-            # create + start, not run(): run() pulls a missing image, which on a host with no
-            # registry fails with a DNS error instead of saying which image is missing.
-            container = self.client.containers.create(
-                spec.image,
-                name=spec.name,
-                ports={"80/tcp": ("127.0.0.1", spec.host_port)},
-                environment=spec.environment,
-                labels=spec.labels,
-                volumes=volumes,
-                **options,
-            )
-            container.start()
+            container = self._create_and_start(spec, volumes, options)
         except ImageNotFound as e:
             raise BadRequest(
                 f"image {spec.image} is not on this host; build it with `runtime-sandbox-builder`"
@@ -97,6 +86,34 @@ class DockerBackend(Backend):
                 raise PortTaken(f"port {spec.host_port} was taken before {spec.name} could bind it") from e
             raise BackendError(f"docker could not start {spec.name}: {explanation}") from e
         return Container(id=container.id, name=spec.name, status="running", labels=spec.labels)
+
+    def _create_and_start(self, spec: ContainerSpec, volumes: dict, options: dict):
+        """create + start, not run(): run() pulls a missing image, which on a host with no
+        registry fails with a DNS error instead of saying which image is missing.
+
+        The fleet's network is shared by every worker process of the host and cached by each: one
+        that another process removed (it had no sandbox left when that process closed) is made
+        again, once, rather than failing the create."""
+        for attempt in (1, 2):
+            try:
+                container = self.client.containers.create(
+                    spec.image, name=spec.name, ports={"80/tcp": ("127.0.0.1", spec.host_port)},
+                    environment=spec.environment, labels=spec.labels, volumes=volumes, **options)
+                container.start()
+                return container
+            except DockerNotFound as e:
+                if attempt == 2 or "network" not in _explain(e):
+                    raise
+                log.warning("sandbox %s: network %s was removed by another process; making it "
+                            "again", spec.name, options["network"])
+                self._remove_by_name(spec.name)
+                self._forget_network(options["network"])
+                options = {**options, "network": self._network_for(spec.egress, spec.egress_allow)}
+        raise AssertionError("unreachable")
+
+    def _forget_network(self, name: str) -> None:
+        with self._lock:
+            self.networks = {k: v for k, v in self.networks.items() if v != name}
 
     def remove(self, container_id: str) -> None:
         try:
@@ -147,12 +164,13 @@ class DockerBackend(Backend):
     def unpause(self, container_id: str) -> None:
         self._call(self.client.api.unpause, container_id)
 
-    def close(self) -> None:
-        """Remove the fleet's networks that no sandbox is attached to any more (another worker of
-        the fleet may still use one: then Docker refuses, and that is fine)."""
+    def cleanup_host(self) -> None:
+        """Remove the fleet's networks that no sandbox is attached to any more (a sandbox of
+        another worker host on this engine may still use one: then Docker refuses, and that is
+        fine), and their firewall rules."""
         with contextlib.suppress(BackendError, OSError):
             self.quota.sweep(self._workspace_in_use)
-        for (egress, allow), name in self.networks.items():
+        for (egress, allow), name in list(self.networks.items()):
             try:
                 self.client.networks.get(name).remove()
             except DockerException:
@@ -163,6 +181,9 @@ class DockerBackend(Backend):
                 rules.iptables(rules.block_all(bridge), remove=True)
             elif egress == "open":
                 rules.remove_chain(bridge)
+            self._forget_network(name)
+
+    def close(self) -> None:
         self.client.close()
 
     # -- helpers -----------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class HostStartup(bootsteps.StartStopStep):
         super().__init__(worker, **kwargs)
         self.stopping = threading.Event()
         self.heartbeat: Heartbeat | None = None
+        self.owns_host = False  # consumes the host's lifecycle queue: cleans the host up at stop
 
     def start(self, worker) -> None:
         ctx = current()  # connects now, so the first job pays no start-up cost
@@ -109,6 +110,7 @@ class HostStartup(bootsteps.StartStopStep):
         consumed = set(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
         if jobs.host_queue(ctx.host) not in consumed:
             return
+        self.owns_host = True
         warn_if_ports_shared(ctx.settings)
         ctx.store.stop_draining(ctx.host)  # a host started again serves creates again
         epoch = ctx.store.open_epoch()
@@ -143,12 +145,18 @@ _started: list[HostStartup] = []
 
 @worker_shutdown.connect
 def _sign_off(**_: object) -> None:
-    """After the last job finished: stop beating, close the agent and backend connections."""
+    """After the last job finished: stop beating, clean the host up (the host's owner only: the
+    other worker processes of the host may still run), close the agent and backend connections."""
     for step in _started:
         if step.heartbeat:
             step.heartbeat.stop()
     ctx = current()
     ctx.agent.close()
+    if any(step.owns_host for step in _started):
+        try:
+            ctx.backend.cleanup_host()
+        except Exception:  # a stop goes on; the next start's backend sets the host up again
+            log.warning("host %s: cleaning up the host failed", ctx.host, exc_info=True)
     ctx.backend.close()
 
 

@@ -154,6 +154,7 @@ class BackendContract:
         leaked = backend.list({LABEL_FLEET: prefix})
         for container in leaked:
             backend.remove(container.id)
+        backend.cleanup_host()
         backend.close()
         assert not leaked, f"sandboxes left behind by the tests: {[c.name for c in leaked]}"
 
