@@ -16,7 +16,14 @@ import time
 from datetime import timedelta
 
 from celery import Celery, bootsteps
-from celery.signals import celeryd_init, setup_logging, worker_shutdown
+from celery.signals import (
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_received,
+    task_revoked,
+    worker_shutdown,
+)
 from kombu import Queue
 
 from sandbox_core import jobs, logs
@@ -81,6 +88,22 @@ def _calls_only_worker_skips_ack_emulation(conf, options, **_: object) -> None:
         queues = queues.split(",")
     if queues and all(q.strip().endswith(".calls") for q in queues):
         conf.broker_transport_options = {**conf.broker_transport_options, "ack_emulation": False}
+
+
+@task_received.connect
+def _held(request, **_: object) -> None:
+    """The job is this process's from now on (liveness.py); a create is reported at once."""
+    liveness.started(request.id, urgent=request.name == jobs.CREATE)
+
+
+@task_postrun.connect
+def _ran(task_id: str, **_: object) -> None:
+    liveness.finished(task_id)
+
+
+@task_revoked.connect
+def _dropped(request, **_: object) -> None:
+    liveness.finished(request.id)
 
 
 class HostStartup(bootsteps.StartStopStep):

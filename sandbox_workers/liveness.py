@@ -1,10 +1,14 @@
-"""Which jobs this worker process is running, told to Redis by a heartbeat thread.
+"""Which jobs this worker process holds, told to Redis by a heartbeat thread.
 
-An API process that has waited a few seconds for a reply asks which worker runs its job; if that
+An API process that has waited a few seconds for a reply asks which worker holds its job; if that
 worker stops beating (killed, OOM, host lost), the caller learns it within seconds instead of at
-its timeout, and a create is handed to another worker. A job is reported by the heartbeat thread a
-few milliseconds after it starts (woken by :func:`started`, coalescing bursts), never on the job's
-own path, so a tool call pays nothing for it.
+its timeout, and a create is handed to another worker. A job counts from the moment the worker
+receives it (a prefetched job waiting for a thread is held too), until it ends or is revoked.
+
+A tool call is reported by the heartbeat thread a few milliseconds later (woken by
+:func:`started`, coalescing bursts), never on the call's own path, so it pays nothing for it. A
+create is reported before it runs (``urgent``): one whose worker died in those milliseconds would
+otherwise never be seen running, and its caller would wait for its whole timeout.
 """
 
 from __future__ import annotations
@@ -25,25 +29,38 @@ COALESCE = 0.02
 #: This process's identity in the fleet (``lifecycle@host:pid``), set when the worker starts.
 NODE = "unknown"
 
-_running: dict[str, float] = {}
+#: job id -> how many copies of it this process holds (a create handed on under its own id may
+#: come back to this worker before the copy that handed it on has ended)
+_held: dict[str, int] = {}
 _lock = threading.Lock()
 _news = threading.Event()
+#: The running heartbeat, for urgent reports.
+_heartbeat: Heartbeat | None = None
 
 
-def started(job_id: str) -> None:
+def started(job_id: str, urgent: bool = False) -> None:
+    """This process holds the job now (received it; it may still wait for a thread)."""
     with _lock:
-        _running[job_id] = time.monotonic()
-    _news.set()
+        _held[job_id] = _held.get(job_id, 0) + 1
+    if urgent and _heartbeat is not None:
+        _heartbeat.beat_now()
+    else:
+        _news.set()
 
 
 def finished(job_id: str) -> None:
+    """The job ended or was revoked here."""
     with _lock:
-        _running.pop(job_id, None)
+        left = _held.get(job_id, 0) - 1
+        if left > 0:
+            _held[job_id] = left
+        else:
+            _held.pop(job_id, None)
 
 
 def running() -> list[str]:
     with _lock:
-        return list(_running)
+        return list(_held)
 
 
 class Heartbeat:
@@ -54,8 +71,14 @@ class Heartbeat:
         self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def start(self) -> None:
+        global _heartbeat
         self._beat()  # alive before the first job can arrive
+        _heartbeat = self
         self.thread.start()
+
+    def beat_now(self) -> None:
+        """Write the jobs held now, from the caller's thread (the beats are idempotent)."""
+        self._beat()
 
     def _run(self) -> None:
         next_beat = time.monotonic() + BEAT

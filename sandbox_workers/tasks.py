@@ -21,7 +21,7 @@ from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import BadRequest, Conflict, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
-from . import e2b_relay, lifecycle, liveness
+from . import e2b_relay, lifecycle
 from .context import current
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ def replying(func):
     @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         ctx = current()
-        liveness.started(self.request.id)
         began = time.monotonic()
 
         def counted(outcome: Any) -> None:  # after the reply: the caller does not wait for it
@@ -61,8 +60,6 @@ def replying(func):
                 error=SandboxError(f"{self.name} failed: {type(e).__name__}: {e}")))
             counted(e)
             return None
-        finally:
-            liveness.finished(self.request.id)
         if result is not NO_REPLY:
             ctx.store.reply(self.request.id, jobs.encode_reply(result))
             counted(result)

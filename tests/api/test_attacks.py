@@ -125,8 +125,6 @@ def test_the_worker_checks_the_desktop_path_again(monkeypatch):
     ctx = type("Ctx", (), {"agent": Agent(), "store": type("S", (), {
         "reply": staticmethod(lambda job, body: replies.append(body))})()})()
     monkeypatch.setattr(tasks, "current", lambda: ctx)
-    monkeypatch.setattr(tasks.liveness, "started", lambda job: None)
-    monkeypatch.setattr(tasks.liveness, "finished", lambda job: None)
     for path in TRAVERSALS:
         tasks.agent.run(name=NAME, op="desktop", timeout=5, path=path)
         with pytest.raises(NotFound):
