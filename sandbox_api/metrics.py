@@ -74,7 +74,7 @@ from prometheus_client.core import (
 )
 
 from sandbox_core import metrics as worker_metrics
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.errors import Unavailable
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import base_type

@@ -24,8 +24,7 @@ import click
 
 from sandbox_api.dashboard import _ago as ago  # the dashboard's age format, one definition
 from sandbox_api.metrics import snapshot
-from sandbox_core import logs
-from sandbox_core import store as states
+from sandbox_core import logs, states
 from sandbox_core.errors import SettingsError
 from sandbox_core.fleet import Fleet
 from sandbox_core.settings import load_settings

@@ -15,8 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import jobs, limits
-from . import store as states
+from . import jobs, limits, states
 from .celery_app import make_celery
 from .errors import BadRequest, CapacityExceeded, NotFound, Unavailable
 from .ids import new_session_id
@@ -24,6 +23,7 @@ from .jobs import JobClient
 from .registry import base_type, get_spec
 from .settings import Settings
 from .store import Store
+from .store.records import MAX_REDIRECTS
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Fleet:
         """Mark released at once and send the teardown to the owning host. Unknown ids: True."""
         record = self.store.find(_identity(identity), follow=False)
         hops = 0
-        while record is not None and hops <= states.MAX_REDIRECTS:
+        while record is not None and hops <= MAX_REDIRECTS:
             self._retire(record, states.RELEASED)
             target = record.get("redirect_to")
             record = self.store.get(target) if target else None

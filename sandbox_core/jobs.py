@@ -72,8 +72,7 @@ class JobClient:
         under the same id, for a live worker to take over; otherwise the caller is told at once.
         """
         job_id = job_id or uuid.uuid4().hex
-        waiting = self.store.waiting_key(job_id)
-        self.store.redis.set(waiting, "1", ex=max(1, int(timeout) + 5))
+        self.store.expect_reply(job_id, timeout + 5)
         deadline = time.monotonic() + timeout
         self._send_waited(name, kwargs, queue, job_id, timeout)
         popped = None
@@ -84,19 +83,19 @@ class JobClient:
             except WorkerLost as lost:
                 left = deadline - time.monotonic()
                 if not resend_if_lost or left <= 1:
-                    self.store.redis.delete(waiting)
+                    self.store.stop_waiting(job_id)
                     raise Unavailable(f"worker {lost.node} died while running {name}; "
                                       "try again") from None
                 log.warning("job %s (%s): worker %s died; sending it again", job_id, name, lost.node)
                 self._send_waited(name, kwargs, queue, job_id, left)
         if popped is None:
-            if self.store.redis.delete(waiting):
+            if self.store.stop_waiting(job_id):
                 raise Unavailable(f"no worker answered {name} on queue {queue} within {timeout:g}s")
-            # The reply landed between the timeout and our delete: take it.
-            popped = self.store.redis.blpop(self.store.reply_key(job_id), timeout=5)
+            # The reply landed between the timeout and our giving up: take it.
+            popped = self.store.pop_reply(job_id, 5)
             if popped is None:
                 raise Unavailable(f"{name} reply was lost")
-        return decode_reply(popped[1])
+        return decode_reply(popped)
 
     def _send_waited(self, name: str, kwargs: dict, queue: str, job_id: str, timeout: float) -> None:
         self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
@@ -105,13 +104,12 @@ class JobClient:
     def _wait(self, name: str, job_id: str, deadline: float):
         """BLPOP the reply until the deadline (None then). Past the first slice, also watch the
         worker running the job, and raise WorkerLost as soon as it stops beating."""
-        reply_key = self.store.reply_key(job_id)
         runner = None
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            popped = self.store.redis.blpop(reply_key, timeout=min(left, WATCH_SLICE))
+            popped = self.store.pop_reply(job_id, min(left, WATCH_SLICE))
             if popped is not None:
                 return popped
             runner = self.store.worker_of(job_id) or runner

@@ -9,13 +9,11 @@ the process itself keeps running, and a later Connect reattaches to it.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 from sandbox_core.errors import SandboxError
-from sandbox_core.streams import listen_key, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +28,10 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
     """Start a process (``start``: envd's StartRequest) or follow one (``process``: pid/tag);
     with ``kind="execute"``, run a code cell (``start``: the /execute body) and relay its
     outputs."""
-    redis, client = ctx.store.redis, ctx.agent
-    key = stream_key(stream_id)
+    store, client = ctx.store, ctx.agent
 
     def push(message: dict) -> None:
-        redis.pipeline().rpush(key, json.dumps(message)).expire(key, LIST_TTL).execute()
+        store.push_to_stream(stream_id, message, LIST_TTL)
 
     def agent(path: str, body: dict, wait: float = 0) -> Any:
         response = client.request(address, "POST", path, json_body=body, timeout=wait + 30)
@@ -70,7 +67,7 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
             if left <= 0:
                 return push({"error": {"status": 504, "message": "the stream's deadline passed; "
                                        "it keeps running in the sandbox"}})
-            if not redis.exists(listen_key(stream_id)):
+            if not store.is_listened(stream_id):
                 log.info("sandbox %s: e2b %s stream has no listener; what it follows keeps "
                          "running", address["container_name"], kind)
                 return None

@@ -13,8 +13,7 @@ import socket
 import time
 
 from backends.base import ContainerSpec
-from sandbox_core import jobs, limits, safecopy
-from sandbox_core import store as states
+from sandbox_core import jobs, limits, safecopy, states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
 
@@ -119,7 +118,7 @@ def _replace(ctx: WorkerContext, old: str, new: str) -> None:
     ctx.store.update(old, state=states.REPLACED, redirect_to=new)
     if old_record and old_record.get("session_ctx_id"):
         ctx.store.leave_session(old, old_record["session_ctx_id"])
-    ctx.store.redis.expire(ctx.store.record_key(old), ctx.settings.RELEASE_KET_TTL)
+    ctx.store.expire_record(old)
     log.info("sandbox %s: replaced by %s", old, new)
 
 

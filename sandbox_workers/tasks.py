@@ -14,8 +14,7 @@ from typing import Any
 
 from celery import shared_task
 
-from sandbox_core import jobs, metrics
-from sandbox_core import store as states
+from sandbox_core import jobs, metrics, states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import BadRequest, Conflict, NotFound, SandboxError

@@ -14,7 +14,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.errors import BadRequest, NotFound
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import get_spec, known_types
@@ -52,14 +52,7 @@ def hand_out(fleet: Fleet, name: str, fields: dict) -> None:
     """Write the E2B fields, and mark a just-created sandbox (``warm`` until a session takes it,
     as upstream) ``running``: it is handed out, and reconcile fails a warm one whose container
     is not running, which a paused one is not. A record released meanwhile is left as it is."""
-    key = fleet.store.record_key(name)
-    with fleet.store.redis.pipeline() as pipe:
-        pipe.watch(key)
-        state = pipe.hget(key, "state")
-        pipe.multi()
-        if state == states.WARM:
-            pipe.hset(key, "state", states.RUNNING)
-        pipe.execute()
+    fleet.store.hand_out(name)
     fleet.store.update(name, claimed_at=time.time(), **fields)
     fleet.store.reschedule(name, fields["e2b_expires_at"])
 

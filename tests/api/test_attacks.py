@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from sandbox_api import create_app
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.desktop_paths import desktop_path
 from sandbox_workers import secret
 from sandbox_workers.agent_client import AgentClient, ReplyTooLarge

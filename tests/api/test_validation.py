@@ -3,7 +3,7 @@
 import pytest
 
 from sandbox_api import create_app
-from sandbox_core import store as states
+from sandbox_core import states
 
 TOKEN = "s3cret"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sandbox_core.store import NS
+from sandbox_core.store.keys import HEARTBEATS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def test_a_redis_loss_keeps_sessions_storage_tokens_and_recycled_workspaces(
     assert shell(fleet, recycled, "echo b > /workspace/b.txt; echo ok") == "ok\n"
 
     # s2 looks idle for long: the reaper recycles it (container gone, workspace and marker kept)
-    fleet_redis(fleet).zadd(f"{NS}heartbeats", {"s2": 0})
+    fleet_redis(fleet).zadd(HEARTBEATS, {"s2": 0})
     fleet.wait_for(lambda: fleet.data("get_info", {"identity": recycled})["state"] == "recycled",
                    what="s2 recycled")
     fleet.wait_for(lambda: len(fleet.containers(docker_client)) == 1, what="its container gone")
