@@ -134,10 +134,10 @@ def _answered(response: Response) -> Response:
 def _timed(run: Callable[..., Any]) -> Callable[..., Any]:
     """JobClient.run, measured: every wait, and why one ended without a reply."""
 
-    def timed_run(name: str, kwargs: dict, queue: str, timeout: float, **options: Any) -> Any:
+    def timed_run(name: str, kwargs: dict, timeout: float, **options: Any) -> Any:
         began = time.monotonic()
         try:
-            return run(name, kwargs, queue, timeout, **options)
+            return run(name, kwargs, timeout, **options)
         except Unavailable:
             # run() gives up early only when the worker running the job died
             waited = time.monotonic() - began

@@ -106,8 +106,8 @@ class Fleet:
             memory=own_limits.get("memory"), cpus=own_limits.get("cpu"),
             create_job=(job_id := uuid.uuid4().hex))
         self._reserve(name)
-        return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout,
-                             job_id=job_id, resend_if_lost=True)
+        return self.jobs.run(jobs.CREATE, {"name": name}, self.create_timeout, job_id=job_id,
+                             resend_if_lost=True)
 
     def _storage_path(self, requested: str | None, session_id: str) -> str | None:
         """Where the workspace is kept: STORAGE_FOLDER/<id>, or the client's path inside
@@ -165,15 +165,15 @@ class Fleet:
         timeout = timeout or record.get("timeout") or self.settings.RUNTIME_SANDBOX_TIMEOUT
         return self.jobs.run(
             jobs.AGENT, {"name": record["container_name"], "op": op, "timeout": timeout, **payload},
-            jobs.call_queue(record["host"]), timeout + CALL_SLACK)
+            timeout + CALL_SLACK, host=record["host"])
 
     def control(self, identity: str, op: str) -> Any:
         """start / stop / status of a sandbox's container, on its host."""
         record = self.store.find(_identity(identity))
         if record is None or not record.get("host"):
             raise NotFound(f"sandbox not found: {identity}")
-        return self.jobs.run(jobs.CONTROL, {"name": record["container_name"], "op": op},
-                             jobs.host_queue(record["host"]), 60)
+        return self.jobs.run(jobs.CONTROL, {"name": record["container_name"], "op": op}, 60,
+                             host=record["host"])
 
     # -- releasing ---------------------------------------------------------------------------
 
@@ -198,7 +198,7 @@ class Fleet:
             return  # not live, or no worker has it yet: the create itself will notice
         self.jobs.send(jobs.TEARDOWN, {"name": record["container_name"],
                                        "keep_workspace": state == states.RECYCLED},
-                       jobs.host_queue(record["host"]))
+                       host=record["host"])
         log.info("sandbox %s: %s%s", record["container_name"], state, f" ({reason})" if reason else "")
 
     def cleanup(self, host: str | None = None) -> int:
@@ -346,7 +346,7 @@ class Fleet:
             self.store.pool_abandon(record["pool_type"], name)
         if record.get("host"):  # its worker tears the container down (and gives the port back)
             self.jobs.send(jobs.TEARDOWN, {"name": name, "keep_workspace": False},
-                           jobs.host_queue(record["host"]))
+                           host=record["host"])
         log.info("sandbox %s: %s (%s)", name, state, reason)
         return 1
 
@@ -372,8 +372,8 @@ class Fleet:
             self._reserve(name)
             log.info("sandbox %s: restoring as %s", old_name, name)
             return self.jobs.run(jobs.CREATE, {"name": name, "replaces": old_name},
-                                 jobs.host_queue(old["host"]), self.create_timeout,
-                                 job_id=job_id, resend_if_lost=True)
+                                 self.create_timeout, host=old["host"], job_id=job_id,
+                                 resend_if_lost=True)
         finally:
             self.store.unlock(f"restore:{old_name}", lock)
 
@@ -402,7 +402,7 @@ class Fleet:
                     name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
                     version=spec.image, timeout=spec.timeout, workspace_owned=True,
                     desktop_token=secrets.token_hex(16))
-                self.jobs.send(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE)
+                self.jobs.send(jobs.CREATE, {"name": name})
                 sent += 1
         return sent
 

@@ -51,11 +51,11 @@ def _configure(sender: Celery, **_: object) -> None:
     if settings.WATCHER_SCAN_INTERVAL > 0:
         schedule["refill-pools"] = {
             "task": jobs.REFILL, "schedule": timedelta(seconds=settings.WATCHER_SCAN_INTERVAL),
-            "options": {"queue": jobs.CREATE_QUEUE, "expires": 30}}
+            "options": {"expires": 30}}
     if settings.WATCHER_SCAN_INTERVAL > 0 and settings.reaper_interval > 0:
         schedule["reap-idle"] = {
             "task": jobs.REAP, "schedule": timedelta(seconds=settings.reaper_interval),
-            "options": {"queue": jobs.CREATE_QUEUE, "expires": 30}}
+            "options": {"expires": 30}}
     sender.conf.beat_schedule = schedule
 
 

@@ -98,9 +98,8 @@ def create(self, ctx, name: str, replaces: str | None = None, hops: int = 0) -> 
         # Another host may serve it; the caller keeps waiting under the same job id, and once it
         # stops waiting the next copy closes the record (the check above).
         log.info("sandbox %s: %s; handing the create on", name, e.detail)
-        self.app.send_task(jobs.CREATE, kwargs={"name": name, "hops": hops + 1},
-                           queue=jobs.CREATE_QUEUE, task_id=self.request.id, countdown=1,
-                           argsrepr="()", kwargsrepr=repr({"name": name}))
+        ctx.jobs.send(jobs.CREATE, {"name": name, "hops": hops + 1}, job_id=self.request.id,
+                      countdown=1)
         return NO_REPLY
     if waited and not ctx.store.is_waited(self.request.id):
         log.warning("sandbox %s: its caller stopped waiting; releasing it", name)

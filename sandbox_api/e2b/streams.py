@@ -74,11 +74,9 @@ def open_stream(fleet: Fleet, record: dict, timeout: float, **payload: Any) -> s
     stream_id = uuid.uuid4().hex
     fleet.store.listen(stream_id, LISTEN_TTL)
     name = record["container_name"]
-    fleet.jobs.celery.send_task(
-        jobs.AGENT, kwargs={"name": name, "op": "e2b_stream", "timeout": timeout,
-                            "stream_id": stream_id, **payload},
-        queue=jobs.call_queue(record["host"]), task_id=stream_id, expires=timeout,
-        argsrepr="()", kwargsrepr=repr({"name": name, "op": "e2b_stream"}))
+    fleet.jobs.send(jobs.AGENT, {"name": name, "op": "e2b_stream", "timeout": timeout,
+                                 "stream_id": stream_id, **payload},
+                    host=record["host"], job_id=stream_id, expires=timeout)
     return stream_id
 
 
