@@ -27,11 +27,11 @@ import requests
 
 from backends import Backend, Container, ContainerSpec, backend_class
 from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE
-from sandbox_cli.localfleet import free_port
 from sandbox_core import polling
 from sandbox_core.errors import BackendError, BadRequest, SandboxError
 from sandbox_core.settings import parse_settings
 from tests.conftest import BASE_IMAGE, REQUIRE_DOCKER, docker_unavailable
+from tests.localfleet import free_port
 
 __all__ = ["BASE_IMAGE", "REQUIRE_DOCKER", "BackendContract", "Sandbox", "docker_unavailable"]
 
