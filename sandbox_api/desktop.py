@@ -111,7 +111,7 @@ def desktop_stream(identity: str) -> Response:
         return jsonify(detail=f"Upstream request failed: {e}"), 502
     head = ["GET /fastapi/websockify HTTP/1.1"]
     head += [f"{name}: {request.headers[name]}" for name in _WS_HEADERS if name in request.headers]
-    head.append(f"Authorization: Bearer {record['runtime_token']}")
+    head.append(f"Authorization: Bearer {record['agent_secret']}")
     try:
         upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         log.info("desktop stream of %s opened", record["container_name"])

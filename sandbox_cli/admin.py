@@ -30,7 +30,7 @@ from sandbox_core.fleet import Fleet
 from sandbox_core.settings import load_settings
 
 #: Record fields never shown: the sandbox's own secret and the desktop's token.
-SECRET_FIELDS = ("runtime_token", "desktop_token")
+SECRET_FIELDS = ("agent_secret", "desktop_token")
 #: A drain without --for keeps the host out of creates this long (a worker restart ends it).
 DRAIN_HOLD = 24 * 3600
 

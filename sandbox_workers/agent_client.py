@@ -86,7 +86,7 @@ class AgentClient:
         record = store.get(name)
         if record is None or record.get("state") not in ("running", "warm") or not record.get("port"):
             raise NotFound(f"sandbox not found: {name}")
-        address = {k: record[k] for k in ("port", "runtime_token", "container_id", "container_name")}
+        address = {k: record[k] for k in ("port", "agent_secret", "container_id", "container_name")}
         with self._lock:
             self._addresses[name] = address
             while len(self._addresses) > ADDRESS_CACHE_SIZE:
@@ -100,7 +100,7 @@ class AgentClient:
         if query:
             url = f"{url}?{query}"
         all_headers = {
-            "Authorization": f"Bearer {record['runtime_token']}",
+            "Authorization": f"Bearer {record['agent_secret']}",
             "x-agentrun-session-id": f"s{record['container_id']}",
             "x-agentscope-runtime-session-id": f"s{record['container_id']}",
         }

@@ -69,7 +69,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     try:
         token = secrets.token_hex(16)
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
-        ctx.store.update(name, runtime_token=token, mount_dir=workspace)
+        ctx.store.update(name, agent_secret=token, mount_dir=workspace)
         if record.get("storage_path") and ctx.storage and not replaces:
             _fetch_from_storage(ctx, name, record["storage_path"], workspace)
         container, port = _start(ctx, name, ContainerSpec(
