@@ -109,7 +109,7 @@ def init_app(app: Flask) -> None:
     if app.config["SANDBOX_SETTINGS"].FLEET_METRICS_PUBLIC:
         app.config["SANDBOX_PUBLIC_PATHS"] = (*app.config.get("SANDBOX_PUBLIC_PATHS", ()), "/metrics")
     fleet: Fleet = app.extensions["sandbox_fleet"]
-    fleet.jobs.run = _timed(fleet.jobs.run)
+    fleet.job_client.run = _timed(fleet.job_client.run)
     app.before_request(_started)
     app.after_request(_answered)
     app.register_blueprint(bp)

@@ -46,7 +46,7 @@ class Fleet:
     def __init__(self, settings: Settings, store: Store, job_client: JobClient) -> None:
         self.settings = settings
         self.store = store
-        self.jobs = job_client
+        self.job_client = job_client
 
     @classmethod
     def connect(cls, settings: Settings, name: str = "sandbox_fleet") -> Fleet:
@@ -106,7 +106,7 @@ class Fleet:
             memory=own_limits.get("memory"), cpus=own_limits.get("cpu"),
             create_job=(job_id := uuid.uuid4().hex))
         self._reserve(name)
-        return self.jobs.run(jobs.CREATE, {"name": name}, self.create_timeout, job_id=job_id,
+        return self.job_client.run(jobs.CREATE, {"name": name}, self.create_timeout, job_id=job_id,
                              resend_if_lost=True)
 
     def _storage_path(self, requested: str | None, session_id: str) -> str | None:
@@ -163,7 +163,7 @@ class Fleet:
         """Carry one request into a sandbox through its host's call queue."""
         record = self.live_record(identity, touch=touch)
         timeout = timeout or record.get("timeout") or self.settings.RUNTIME_SANDBOX_TIMEOUT
-        return self.jobs.run(
+        return self.job_client.run(
             jobs.AGENT, {"name": record["container_name"], "op": op, "timeout": timeout, **payload},
             timeout + CALL_SLACK, host=record["host"])
 
@@ -172,7 +172,7 @@ class Fleet:
         record = self.store.find(_identity(identity))
         if record is None or not record.get("host"):
             raise NotFound(f"sandbox not found: {identity}")
-        return self.jobs.run(jobs.CONTROL, {"name": record["container_name"], "op": op}, 60,
+        return self.job_client.run(jobs.CONTROL, {"name": record["container_name"], "op": op}, 60,
                              host=record["host"])
 
     # -- releasing ---------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class Fleet:
         previous = self.store.retire(record, state, reason)
         if previous is None or not record.get("host"):
             return  # not live, or no worker has it yet: the create itself will notice
-        self.jobs.send(jobs.TEARDOWN, {"name": record["container_name"],
+        self.job_client.send(jobs.TEARDOWN, {"name": record["container_name"],
                                        "keep_workspace": state == states.RECYCLED},
                        host=record["host"])
         log.info("sandbox %s: %s%s", record["container_name"], state, f" ({reason})" if reason else "")
@@ -345,7 +345,7 @@ class Fleet:
         if state == states.ERROR and record.get("pool_type"):
             self.store.pool_abandon(record["pool_type"], name)
         if record.get("host"):  # its worker tears the container down (and gives the port back)
-            self.jobs.send(jobs.TEARDOWN, {"name": name, "keep_workspace": False},
+            self.job_client.send(jobs.TEARDOWN, {"name": name, "keep_workspace": False},
                            host=record["host"])
         log.info("sandbox %s: %s (%s)", name, state, reason)
         return 1
@@ -371,7 +371,7 @@ class Fleet:
                 create_job=(job_id := uuid.uuid4().hex))
             self._reserve(name)
             log.info("sandbox %s: restoring as %s", old_name, name)
-            return self.jobs.run(jobs.CREATE, {"name": name, "replaces": old_name},
+            return self.job_client.run(jobs.CREATE, {"name": name, "replaces": old_name},
                                  self.create_timeout, host=old["host"], job_id=job_id,
                                  resend_if_lost=True)
         finally:
@@ -402,7 +402,7 @@ class Fleet:
                     name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
                     version=spec.image, timeout=spec.timeout, workspace_owned=True,
                     desktop_token=secrets.token_hex(16))
-                self.jobs.send(jobs.CREATE, {"name": name})
+                self.job_client.send(jobs.CREATE, {"name": name})
                 sent += 1
         return sent
 

@@ -105,7 +105,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         _replace(ctx, replaces, name)
     # The calls worker opens its connection and runs a first command now, so the client's first
     # call does not pay for a cold connection, cold pages and the agent's lazy imports (~5 ms).
-    ctx.jobs.send(jobs.AGENT, {"name": name, "op": "warm", "timeout": 10}, host=ctx.host)
+    ctx.job_client.send(jobs.AGENT, {"name": name, "op": "warm", "timeout": 10}, host=ctx.host)
     if record.get("pool_type"):
         ctx.store.pool_add(record["pool_type"], name)
     log.info("sandbox %s: %s on port %s", name, "running" if session else "warm", port)

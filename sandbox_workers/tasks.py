@@ -70,7 +70,7 @@ def replying(func):
 
 
 def fleet(ctx) -> Fleet:
-    return Fleet(ctx.settings, ctx.store, ctx.jobs)
+    return Fleet(ctx.settings, ctx.store, ctx.job_client)
 
 
 @shared_task(name=jobs.CREATE, bind=True, time_limit=_LIFECYCLE_LIMIT, **_RELIABLE)
@@ -98,7 +98,7 @@ def create(self, ctx, name: str, replaces: str | None = None, hops: int = 0) -> 
         # Another host may serve it; the caller keeps waiting under the same job id, and once it
         # stops waiting the next copy closes the record (the check above).
         log.info("sandbox %s: %s; handing the create on", name, e.detail)
-        ctx.jobs.send(jobs.CREATE, {"name": name, "hops": hops + 1}, job_id=self.request.id,
+        ctx.job_client.send(jobs.CREATE, {"name": name, "hops": hops + 1}, job_id=self.request.id,
                       countdown=1)
         return NO_REPLY
     if waited and not ctx.store.is_waited(self.request.id):

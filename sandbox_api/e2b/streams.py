@@ -74,7 +74,7 @@ def open_stream(fleet: Fleet, record: dict, timeout: float, **payload: Any) -> s
     stream_id = uuid.uuid4().hex
     fleet.store.listen(stream_id, LISTEN_TTL)
     name = record["container_name"]
-    fleet.jobs.send(jobs.AGENT, {"name": name, "op": "e2b_stream", "timeout": timeout,
+    fleet.job_client.send(jobs.AGENT, {"name": name, "op": "e2b_stream", "timeout": timeout,
                                  "stream_id": stream_id, **payload},
                     host=record["host"], job_id=stream_id, expires=timeout)
     return stream_id
