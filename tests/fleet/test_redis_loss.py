@@ -74,3 +74,22 @@ def test_a_redis_loss_keeps_sessions_storage_tokens_and_recycled_workspaces(
                    what="the workspace copied back to its storage path")
     assert fleet.data("release", {"identity": recycled}) is True
     fleet.wait_for(lambda: not fleet.containers(docker_client), what="nothing left running")
+
+
+def test_a_worker_that_starts_against_an_empty_store_adopts_what_its_host_runs(
+        make_fleet, docker_client):
+    """runtime-sandbox-server stopped without AUTO_CLEANUP, then started again: its private Redis
+    is new and empty, but the host remembers the epoch it last saw, so its worker adopts the
+    sandbox it finds (and a session carries on) rather than removing it as a stray."""
+    fleet = make_fleet(POOL_SIZE=0, AUTO_CLEANUP="false")
+    name = fleet.data("create", {"sandbox_type": "base", "meta": {"session_ctx_id": "s1"}})
+    assert shell(fleet, name, "echo kept > /workspace/k.txt; echo ok") == "ok\n"
+    assert fleet.stop() == 0
+    assert [c.name for c in fleet.containers(docker_client)] == [name]  # left running, as asked
+
+    fleet.start()  # same settings: host name, prefix, mount folder; a new private Redis
+    fleet.wait_for(lambda: shell(fleet, name, "cat /workspace/k.txt") == "kept\n", timeout=60,
+                   what="the sandbox adopted by the restarted fleet")
+    assert fleet.data("get_session_mapping", {"session_ctx_id": "s1"}) == [name]
+    assert fleet.data("release", {"identity": name}) is True
+    fleet.wait_for(lambda: not fleet.containers(docker_client), what="released after adoption")
