@@ -12,7 +12,7 @@ import secrets
 import socket
 import time
 
-from backends.base import ContainerSpec
+from backends.base import LABEL_WORKSPACE_OWNED, ContainerSpec
 from sandbox_core import jobs, limits, safecopy, states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
@@ -138,11 +138,15 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
     """Remove a sandbox's container and give back its port and workspace. Safe to repeat."""
     record = ctx.store.get(name)
     container = (record or {}).get("container_id") or name
+    stray = None if record else _stray_workspace(ctx, name, keep_workspace)
     try:
         ctx.backend.remove(container)
     except SandboxError as e:
         log.error("sandbox %s: could not remove container: %s", name, e)
         raise
+    if stray:  # no record says what it is: the fleet's own empty-handed folder goes with it
+        ctx.backend.release_workspace(stray)
+        _remove_workspace(name, stray)
     if record:
         ctx.store.free_port(ctx.host, record.get("port"))
         kept = _keep_in_storage(ctx, record)
@@ -210,6 +214,18 @@ def _keep_in_storage(ctx: WorkerContext, record: dict) -> bool:
 def _fetch_from_storage(ctx: WorkerContext, name: str, source: str, workspace: str) -> None:
     report = ctx.storage.download_folder(source, workspace)
     log.info("sandbox %s: workspace filled from %s: %s", name, source, report.describe())
+
+
+def _stray_workspace(ctx: WorkerContext, name: str, keep: bool) -> str | None:
+    """The workspace of a container no record claims, if it is the fleet's own folder (made in
+    DEFAULT_MOUNT_DIR for it, not a client's) and no recycle marker keeps it for a restore."""
+    container = ctx.backend.inspect(name)
+    workspace = container.workspace if container else None
+    if keep or not workspace or container.labels.get(LABEL_WORKSPACE_OWNED) == "0" or \
+            os.path.dirname(os.path.abspath(workspace)) != rebuild.markers_dir(ctx.settings) or \
+            os.path.exists(rebuild.marker_path(ctx.settings, name)):
+        return None
+    return workspace
 
 
 def _remove_workspace(name: str, workspace: str) -> None:

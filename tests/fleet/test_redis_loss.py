@@ -93,3 +93,20 @@ def test_a_worker_that_starts_against_an_empty_store_adopts_what_its_host_runs(
     assert fleet.data("get_session_mapping", {"session_ctx_id": "s1"}) == [name]
     assert fleet.data("release", {"identity": name}) is True
     fleet.wait_for(lambda: not fleet.containers(docker_client), what="released after adoption")
+
+
+def test_a_stray_goes_with_its_workspace_and_its_size_limited_image(make_fleet, docker_client):
+    """The same restart on a host that remembers no epoch (its first run): the container is a
+    stray and is removed, and its workspace folder (a loop-mounted image) is not left behind."""
+    fleet = make_fleet(POOL_SIZE=0, AUTO_CLEANUP="false")
+    name = fleet.data("create", {"sandbox_type": "base"})
+    workspace = Path(fleet.data("get_info", {"identity": name})["mount_dir"])
+    assert shell(fleet, name, "echo x > /workspace/x.txt; echo ok") == "ok\n"
+    assert fleet.stop() == 0
+    for remembered in workspace.parent.glob(".fleet-epoch-*"):
+        remembered.unlink()
+
+    fleet.start()
+    fleet.wait_for(lambda: not fleet.containers(docker_client), what="the stray removed")
+    fleet.wait_for(lambda: not workspace.exists(), what="its workspace removed")
+    assert str(workspace) not in Path("/proc/mounts").read_text()
