@@ -2,7 +2,7 @@
 
 An E2B sandbox is an ordinary fleet record (same pools, cap, hosts, reaper) with a few fields of
 its own: ``e2b_template``, ``e2b_token`` (its envdAccessToken), ``e2b_metadata`` (JSON),
-``e2b_expires_at`` (its time to live, read by Fleet.reap_deadlines) and ``e2b_paused``. Its
+``e2b_expires_at`` (its time to live, read by the reaper, sandbox_core/reaper.py) and ``e2b_paused``. Its
 sandboxID is the record's session id.
 """
 

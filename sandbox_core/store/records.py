@@ -51,7 +51,7 @@ class Records(StoreBase):
 
     def open_record(self, name: str, **fields: object) -> None:
         """Write the record of a sandbox about to be created (state ``creating``), and have the
-        reaper look at it soon: every record gets a deadline (see Fleet.reap_deadlines)."""
+        reaper look at it soon: every record gets a deadline (see sandbox_core.reaper)."""
         stamp = now()
         self.put(name, container_name=name, state=states.CREATING, created_at=stamp,
                  updated_at=stamp, **fields)
@@ -122,7 +122,7 @@ class Records(StoreBase):
     def remove_from_host(self, host: str, name: str) -> None:
         self.redis.srem(keys.host(host), name)
 
-    # -- lifetimes and deadlines (read by Fleet.reap_deadlines) -------------------------------
+    # -- lifetimes and deadlines (read by sandbox_core.reaper) -------------------------------
 
     def due_deadlines(self, limit: int) -> list[str]:
         """Names whose deadline has come, oldest first, at most ``limit`` (one reaper tick)."""
