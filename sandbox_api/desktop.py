@@ -91,7 +91,7 @@ def desktop(identity: str, path: str) -> Response:
 @doc(summary="The desktop's VNC stream (a WebSocket upgrade), on the sandbox's own host",
      tags=["desktop"], parameters=[_PASSWORD],
      responses={101: "switching to the VNC WebSocket", 400: ErrorReply, 403: ErrorReply,
-                404: ErrorReply, 502: ErrorReply})
+                404: ErrorReply, 501: ErrorReply, 502: ErrorReply})
 def desktop_stream(identity: str) -> Response:
     fleet = current_app.extensions["sandbox_fleet"]
     if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -102,6 +102,9 @@ def desktop_stream(identity: str) -> Response:
     client = request.environ.get("gunicorn.socket")
     if client is None:
         return jsonify(detail="the desktop stream needs the API under gunicorn"), 501
+    if record.get("agent_url"):
+        return jsonify(detail=f"the desktop stream of {record['container_name']} is not served: "
+                              "its agent is a cloud endpoint, not on this host"), 501
     if record.get("host") != fleet.settings.FLEET_HOST_NAME or not record.get("port"):
         return jsonify(detail=f"the desktop stream of {record['container_name']} is served by the API "
                               f"on its host {record.get('host')!r}"), 502

@@ -12,7 +12,7 @@ import secrets
 import socket
 import time
 
-from backends.base import LABEL_WORKSPACE_OWNED, ContainerSpec
+from backends.base import LABEL_WORKSPACE_OWNED, Container, ContainerSpec
 from sandbox_core import jobs, limits, safecopy, states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
@@ -81,12 +81,13 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
             labels={**rebuild.labels_of(ctx.settings, ctx.host, record), **secret.labels(token)},
             workspace=workspace,
             readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
-            **limits.container_limits(ctx.settings, spec, record),
+            **limits.container_limits(ctx.settings, spec, record, ctx.backend.default_limits()),
             runtime_config=spec.runtime_config,
             egress=spec.egress,
             egress_allow=spec.egress_allow,
         ))
-        ctx.store.update(name, container_id=container.id, ports=[str(port)])
+        ctx.store.update(name, container_id=container.id, ports=[str(port)],
+                         **address_fields(container, port))
         record = ctx.store.get(name)
         ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
     except BaseException as e:  # includes the job's time limit: never leave half a sandbox
@@ -110,6 +111,15 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         ctx.store.pool_add(record["pool_type"], name)
     log.info("sandbox %s: %s on port %s", name, "running" if session else "warm", port)
     return name
+
+
+def address_fields(container: Container, port: int) -> dict[str, str]:
+    """Where the sandbox's agent is, as the record keeps it: ``url`` (what get_info shows) and,
+    for a sandbox not on this host's loopback (a cloud endpoint), ``agent_url``, which the worker
+    then calls instead of 127.0.0.1:port."""
+    if container.url:
+        return {"url": container.url, "agent_url": container.url}
+    return {"url": f"http://localhost:{port}"}
 
 
 def _replace(ctx: WorkerContext, old: str, new: str) -> None:
