@@ -124,7 +124,7 @@ class CloudContract(BackendContract):
 
     def _spec(self, prefix: str, name: str, workdir: Path, **changes):
         from backends.base import LABEL_HOST, LABEL_TYPE, ContainerSpec
-        from sandbox_cli.localfleet import free_port
+        from tests.localfleet import free_port
 
         values = dict(name=name, image=self.image, host_port=free_port(),
                       environment={"SECRET_TOKEN": secrets.token_hex(16), "CONTRACT_MARK": name},
