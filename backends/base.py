@@ -65,11 +65,10 @@ class Container:
     environment: dict[str, str] | None = None
     host_port: int | None = None
     workspace: str | None = None
-    #: "host:port" the agent answers on, where that is not 127.0.0.1:host_port (Kubernetes).
-    address: str | None = None
     #: The agent's base URL (scheme, host, port, path) where the fleet must call it instead of
-    #: http://127.0.0.1:host_port: a cloud endpoint, as its service gave it. The worker stores it
-    #: in the record (``agent_url``) and sends every call there.
+    #: http://127.0.0.1:host_port: a pod's node port or pod IP (Kubernetes), a cloud endpoint as
+    #: its service gave it. The worker stores it in the record (``agent_url``) and sends every
+    #: call there.
     url: str | None = None
 
 

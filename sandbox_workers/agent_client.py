@@ -78,8 +78,10 @@ class AgentClient:
     def address_of(self, name: str, store) -> dict:
         """The fields a call needs (port, secret, ids) of a live sandbox, cached in the worker.
 
-        They never change while a sandbox lives; the API checks liveness before every call, so a
-        stale entry can only meet a sandbox being torn down, and that call fails as it would anyway.
+        They hardly change while a sandbox lives (a pod started again may have a new address: a
+        call that cannot connect drops the entry, so the next one reads the record again); the API
+        checks liveness before every call, so a stale entry otherwise only meets a sandbox being
+        torn down, and that call fails as it would anyway.
         """
         with self._lock:
             if name in self._addresses:
@@ -95,6 +97,10 @@ class AgentClient:
             while len(self._addresses) > ADDRESS_CACHE_SIZE:
                 self._addresses.popitem(last=False)
         return address
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._addresses.pop(name, None)
 
     def request(self, record: dict, method: str, path: str, *, body: bytes | None = None,
                 json_body: Any = None, headers: dict | None = None, timeout: float = 60,
@@ -119,6 +125,8 @@ class AgentClient:
             finally:
                 response.release_conn()
         except urllib3.exceptions.HTTPError as e:
+            if isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
+                self.forget(record["container_name"])
             raise Unavailable(f"sandbox {record['container_name']} did not answer: {e}") from e
         return AgentResponse(response.status, dict(response.headers), data)
 

@@ -125,6 +125,11 @@ def control(self, ctx, name: str, op: str) -> Any:
         return ctx.backend.status(container_id)
     if op == "start":
         ctx.backend.start(container_id)
+        started = ctx.backend.inspect(container_id)
+        if started and started.url and started.url != record.get("agent_url"):
+            # a pod made again may be elsewhere: calls go to its new address from now on
+            ctx.store.update(name, **lifecycle.address_fields(started, record.get("port")))
+            ctx.agent.forget(name)
         return True
     if op == "stop":
         ctx.backend.stop(container_id, timeout=1)
