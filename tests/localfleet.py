@@ -128,6 +128,17 @@ class LocalFleet:
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    def story(self, chars: int = 3000) -> str:
+        """What a failed wait shows: every warning and error line of the whole log (a part that
+        died, a lost broker), then its last ``chars`` characters."""
+        if not self.log.exists():
+            return ""
+        text = self.log.read_text(errors="replace")
+        marked = [line for line in text.splitlines()
+                  if " WARNING [" in line or " ERROR [" in line or " CRITICAL [" in line]
+        return "\n".join(["-- warnings and errors --", *marked[-40:], "-- last lines --",
+                          text[-chars:]])
+
     # -- HTTP --------------------------------------------------------------------------------
 
     def post(self, route: str, body: dict | None = None, token: str | None = "default",
@@ -165,7 +176,7 @@ class LocalFleet:
         value = polling.poll(predicate, timeout, first=0.05, most=0.1)
         if value:
             return value
-        raise AssertionError(f"timed out waiting for {what}\n{self.tail()}")
+        raise AssertionError(f"timed out waiting for {what}\n{self.story()}")
 
 
 class LocalHost:
