@@ -13,11 +13,12 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from sandbox_core.errors import BadRequest, Conflict
+from sandbox_core.errors import BadRequest, Conflict, NotFound
 from sandbox_core.fleet import Fleet
 
-from . import sandboxes
-from .schemas import ConnectBody, CreateBody, ListQuery, TimeoutBody
+from .. import openapi
+from . import sandboxes, streams
+from .schemas import ConnectBody, CreateBody, ListQuery, ManyMetricsQuery, MetricsQuery, TimeoutBody
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,46 @@ def pause(sandbox_id: str):
 
 
 @bp.route("/sandboxes/<sandbox_id>/metrics", methods=["GET"])
+@openapi.doc(summary="A sandbox's CPU, memory and disk use now (one sample; none while paused)",
+             query=MetricsQuery, tags=["e2b"],
+             responses={200: "a list of SandboxMetric", 400: "a bad start or end",
+                        404: "no such sandbox"})
 def metrics(sandbox_id: str):
-    sandboxes.find(fleet(), sandbox_id)
-    return jsonify([])  # not measured yet (docs/e2b.md)
+    query = MetricsQuery().load(request.args.to_dict())
+    sample = _sample(fleet(), sandboxes.find(fleet(), sandbox_id))
+    if sample is None or not (query["start"] or 0) <= sample["timestampUnix"] <= \
+            (query["end"] if query["end"] is not None else sample["timestampUnix"]):
+        return jsonify([])
+    return jsonify([sample])
+
+
+@bp.route("/sandboxes/metrics", methods=["GET"])
+@openapi.doc(summary="The latest metrics of several sandboxes, by sandboxID", tags=["e2b"],
+             query=ManyMetricsQuery,
+             responses={200: "{sandboxes: {sandboxID: SandboxMetric}}; unknown and paused "
+                             "sandboxes are left out", 400: "no or too many sandbox_ids"})
+def metrics_of_many():
+    query = ManyMetricsQuery().load(request.args.to_dict())
+    f, found = fleet(), {}
+    for sandbox_id in dict.fromkeys(i for i in query["sandbox_ids"].split(",") if i):
+        try:
+            sample = _sample(f, sandboxes.find(f, sandbox_id))
+        except NotFound:
+            continue
+        if sample is not None:
+            found[sandbox_id] = sample
+    return jsonify(sandboxes=found)
+
+
+def _sample(f: Fleet, record: dict) -> dict | None:
+    """The agent's reading of its cgroup (images/agent/sandbox_agent/envd_metrics.py); None for
+    a paused sandbox, whose processes (the agent too) are frozen."""
+    if record.get("e2b_paused"):
+        return None
+    reply = streams.call(f, record, "GET", "envd/metrics", timeout=30)
+    if reply.status != 200:
+        raise streams.agent_error(reply.status, reply.detail)
+    return reply.json()
 
 
 @bp.route("/sandboxes", methods=["GET"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 
 from tests.conftest import REQUIRE_DOCKER, running_fleet
@@ -22,11 +25,17 @@ def e2b_fleet(tmp_path_factory, docker_client):
     with running_fleet(tmp_path_factory.mktemp("e2b"), docker_client, POOL_SIZE=1,
                        DEFAULT_SANDBOX_TYPE="base,code-interpreter",
                        # reconcile often, so a paused sandbox meets it (it must survive it)
-                       FLEET_RECONCILE_INTERVAL=1) as fleet, \
-            pytest.MonkeyPatch.context() as env:
+                       FLEET_RECONCILE_INTERVAL=1) as fleet, sdk_pointed_at(fleet):
+        yield fleet
+
+
+@contextlib.contextmanager
+def sdk_pointed_at(fleet) -> Iterator[None]:
+    """The three variables a user sets, for the block."""
+    with pytest.MonkeyPatch.context() as env:
         env.setenv("E2B_API_URL", fleet.url)
         env.setenv("E2B_SANDBOX_URL", fleet.url)
         env.setenv("E2B_API_KEY", fleet.token)
         env.delenv("E2B_DOMAIN", raising=False)
         env.delenv("E2B_DEBUG", raising=False)
-        yield fleet
+        yield
