@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from sandbox_core import polling
-from tests.conftest import REQUIRE_DOCKER
+from tests.e2b.conftest import require_image
 
 pytestmark = pytest.mark.docker
 
@@ -34,12 +34,7 @@ root.mainloop()
 
 @pytest.fixture
 def desktop(e2b_fleet, docker_client):
-    try:
-        docker_client.images.get(GUI_IMAGE)
-    except Exception as e:  # the reason is what the skip says
-        if REQUIRE_DOCKER:
-            pytest.fail(f"{GUI_IMAGE} is missing: {e}")
-        pytest.skip(f"{GUI_IMAGE} is missing (runtime-sandbox-builder gui)")
+    require_image(docker_client, GUI_IMAGE, "gui")
     plain = e2b.Sandbox.create(template="desktop")
     try:
         yield e2b_desktop.Sandbox.connect(plain.sandbox_id)
