@@ -80,7 +80,7 @@ def connect(sandbox_id: str):
 
 @bp.route("/sandboxes/<sandbox_id>", methods=["GET"])
 def get(sandbox_id: str):
-    return jsonify(sandboxes.listed(sandboxes.find(fleet(), sandbox_id), with_token=True))
+    return jsonify(sandboxes.listed(fleet(), sandboxes.find(fleet(), sandbox_id), with_token=True))
 
 
 @bp.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
@@ -160,7 +160,7 @@ def _sample(f: Fleet, record: dict) -> dict | None:
 def list_running():
     """The older list: every running sandbox, no paging."""
     query = ListQuery().load({"metadata": request.args.get("metadata", ""), "state": "running"})
-    return jsonify([sandboxes.listed(r) for r in _matching(query)])
+    return jsonify([sandboxes.listed(fleet(), r) for r in _matching(query)])
 
 
 @bp.route("/v2/sandboxes", methods=["GET"])
@@ -169,7 +169,7 @@ def list_v2():
     found = _matching(query)
     start = _offset(query["nextToken"])
     page = found[start:start + query["limit"]]
-    response = jsonify([sandboxes.listed(r) for r in page])
+    response = jsonify([sandboxes.listed(fleet(), r) for r in page])
     if start + query["limit"] < len(found):
         response.headers["x-next-token"] = base64.urlsafe_b64encode(
             str(start + query["limit"]).encode()).decode()
