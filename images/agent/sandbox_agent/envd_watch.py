@@ -159,7 +159,8 @@ class Watchers:
             if len(self._watchers) >= MAX_WATCHERS:
                 raise HTTPError(429, f"this sandbox already has {MAX_WATCHERS} watchers; "
                                      "remove one first")
-            watcher = Watcher(path, bool(body.get("recursive")))
+        watcher = Watcher(path, bool(body.get("recursive")))  # a deep tree takes a while to walk
+        with self._lock:
             self._watchers[watcher.id] = watcher
         return {"watcherId": watcher.id}
 
