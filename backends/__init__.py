@@ -18,10 +18,13 @@ KNOWN_BACKENDS = {
     "gvisor": ("backends.docker:GVisorBackend", None),
     "boxlite": ("backends.boxlite:BoxLiteBackend", None),
     "k8s": ("backends.k8s:K8sBackend", None),
-    "agentrun": (None, "the AgentRun cloud backend is not built yet"),
-    "fc": (None, "the Function Compute cloud backend is not built yet"),
+    "agentrun": ("backends.agentrun:AgentRunBackend", None),
+    "fc": ("backends.fc:FCBackend", None),
     "cloud": (None, "CONTAINER_DEPLOYMENT=cloud is not a backend (upstream rejects it too)"),
 }
+
+#: The setup.cfg extra that brings a backend's dependencies.
+_EXTRAS = {"boxlite": "boxlite", "k8s": "k8s", "agentrun": "cloud", "fc": "cloud"}
 
 #: Backends that code registered (the test suite's local-process one), never chosen by a name
 #: alone: see ``register_backend``.
@@ -55,7 +58,9 @@ def backend_class(name: str) -> type[Backend]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise SettingsError(f"CONTAINER_DEPLOYMENT={name} needs {e.name}: pip install it") from e
+        extra = _EXTRAS.get(name)
+        hint = f"pip install 'sandbox-fleet[{extra}]'" if extra else "pip install it"
+        raise SettingsError(f"CONTAINER_DEPLOYMENT={name} needs {e.name}: {hint}") from e
     return getattr(module, class_name)
 
 

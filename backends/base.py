@@ -23,6 +23,15 @@ LABEL_WORKSPACE_OWNED = "io.sandbox-fleet.workspace-owned"
 LABEL_TIMEOUT = "io.sandbox-fleet.timeout"
 LABEL_ENV_KEYS = "io.sandbox-fleet.environment-keys"
 
+#: Headers every call into a sandbox carries, with one value per sandbox: the cloud backends route
+#: calls by them to one instance (session affinity: AgentRun's, and upstream's for Function Compute).
+SESSION_HEADERS = ("x-agentrun-session-id", "x-agentscope-runtime-session-id")
+
+
+def session_headers(container_id: str) -> dict[str, str]:
+    value = f"s{container_id}"
+    return {header: value for header in SESSION_HEADERS}
+
 
 @dataclass
 class ContainerSpec:
@@ -56,8 +65,11 @@ class Container:
     environment: dict[str, str] | None = None
     host_port: int | None = None
     workspace: str | None = None
-    #: "host:port" the agent answers on, where that is not 127.0.0.1:host_port (Kubernetes).
-    address: str | None = None
+    #: The agent's base URL (scheme, host, port, path) where the fleet must call it instead of
+    #: http://127.0.0.1:host_port: a pod's node port or pod IP (Kubernetes), a cloud endpoint as
+    #: its service gave it. The worker stores it in the record (``agent_url``) and sends every
+    #: call there.
+    url: str | None = None
 
 
 class Backend(ABC):
@@ -96,6 +108,12 @@ class Backend(ABC):
 
     @abstractmethod
     def stop(self, container_id: str, timeout: int = 1) -> None: ...
+
+    def default_limits(self) -> dict | None:
+        """Memory and CPU (``{"memory": "2048m", "cpu": 2.0}``) for a sandbox whose type and
+        create name none, where the backend's service sizes sandboxes itself (the cloud
+        backends' upstream settings); None: the fleet's defaults per type (sandbox_core.limits)."""
+        return None
 
     def image_labels(self, image: str) -> dict[str, str]:
         """The labels of an image on this host ({} where the backend cannot tell)."""

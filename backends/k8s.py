@@ -87,7 +87,7 @@ class K8sBackend(Backend):
             # The policy first: the pod is never up without it.
             self._call("create the network policy of " + spec.name,
                        self.net.create_namespaced_network_policy, self.namespace, policy)
-            address = self._run_pod(spec.name, name, pod, deadline)
+            url = self._run_pod(spec.name, name, pod, deadline)
         except BaseException:  # a failure, a timeout or the job's own limit: leave nothing
             try:
                 self._delete_all(name, spec.name)
@@ -95,10 +95,10 @@ class K8sBackend(Backend):
                 log.error("sandbox %s: could not remove what the failed create made: %s",
                           spec.name, e.detail)
             raise
-        log.info("sandbox %s: pod %s ready, agent at %s", spec.name, name, address)
+        log.info("sandbox %s: pod %s ready, agent at %s", spec.name, name, url)
         return Container(id=name, name=spec.name, status="running", labels=spec.labels,
                          image=spec.image, environment=dict(spec.environment),
-                         host_port=spec.host_port, workspace=spec.workspace, address=address)
+                         host_port=spec.host_port, workspace=spec.workspace, url=url)
 
     def remove(self, container_id: str) -> None:
         for name in self._candidates(container_id):
@@ -108,7 +108,9 @@ class K8sBackend(Backend):
         for name in self._candidates(container_id):
             pod = self._get(self.core.read_namespaced_pod, name)
             if pod is not None:
-                return _container(name, pod.metadata, _pod_status(pod), _of_pod(pod))
+                found = _container(name, pod.metadata, _pod_status(pod), _of_pod(pod))
+                found.url = _agent_url(pod)
+                return found
             policy = self._get(self.net.read_namespaced_network_policy, name)
             if policy is not None:  # stopped: only its objects remain
                 return self._stopped(name, policy)
@@ -159,7 +161,7 @@ class K8sBackend(Backend):
     def _run_pod(self, sandbox: str, name: str, manifest: dict, deadline: float,
                  make_service: bool = True) -> str:
         """Create the pod (and its Service), own the rest by it, and wait until it is Ready.
-        Returns the address its agent answers on."""
+        Returns the URL its agent answers on."""
         created = self._call(f"create the pod of {sandbox}", self.core.create_namespaced_pod,
                              self.namespace, manifest)
         uid = created.metadata.uid
@@ -170,11 +172,7 @@ class K8sBackend(Backend):
             else:
                 self._own(self.core.patch_namespaced_service, objects.service_name(name), name, uid)
         self._own(self.net.patch_namespaced_network_policy, name, name, uid)
-        pod = self._wait_ready(sandbox, name, deadline)
-        if self.settings.K8S_ACCESS_MODE == "podip":
-            return f"{pod.status.pod_ip}:{objects.AGENT_PORT}"
-        port = manifest["metadata"]["annotations"][objects.ANNOTATION_PORT]
-        return f"{pod.status.host_ip}:{port}"  # the node's address, known once it is bound
+        return _agent_url(self._wait_ready(sandbox, name, deadline))
 
     def _create_service(self, sandbox: str, name: str, spec: ContainerSpec, uid: str) -> None:
         try:
@@ -454,6 +452,17 @@ def _pod_status(pod: Any) -> str:
 def _of_pod(pod: Any) -> tuple[str, dict[str, str]]:
     container = pod.spec.containers[0]
     return container.image, {e.name: e.value or "" for e in container.env or []}
+
+
+def _agent_url(pod: Any) -> str | None:
+    """Where the agent of a bound pod answers, by the access mode it was made with: its node's
+    address and nodePort (a NodePort Service), or its own IP (podip); None until it is bound."""
+    annotations = pod.metadata.annotations or {}
+    status = pod.status
+    if annotations.get(objects.ANNOTATION_ACCESS) == "podip":
+        return f"http://{status.pod_ip}:{objects.AGENT_PORT}" if status and status.pod_ip else None
+    port = annotations.get(objects.ANNOTATION_PORT)
+    return f"http://{status.host_ip}:{port}" if status and status.host_ip and port else None
 
 
 def _container(name: str, metadata: Any, status: str, image: tuple[str, dict] | None,

@@ -25,7 +25,7 @@ import click
 import docker
 import requests
 
-from sandbox_cli.localfleet import LocalFleet
+from tests.localfleet import LocalFleet
 
 ECHO = {"tool_name": "run_shell_command", "arguments": {"command": "echo hi"}}
 

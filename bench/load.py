@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import docker
 
-from sandbox_cli.localfleet import LocalFleet, private_redis
+from tests.localfleet import LocalFleet, private_redis
 
 from .fleet_bench import percentiles
 

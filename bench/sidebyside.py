@@ -26,7 +26,7 @@ import click
 import docker
 import requests
 
-from sandbox_cli.localfleet import LocalFleet
+from tests.localfleet import LocalFleet
 
 from . import profile, upstream, workloads
 from .fleet_bench import idle_memory

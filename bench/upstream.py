@@ -8,7 +8,7 @@
   ``agentscope/runtime-sandbox-base:<UPSTREAM_TAG>`` so it never replaces the fleet's ``latest``;
   rebuilt only when its inputs change (a label holds their digest);
 - :class:`UpstreamServer`: its ``runtime-sandbox-server`` in a subprocess with a private config,
-  shaped like :class:`sandbox_cli.localfleet.LocalFleet` (``url``, ``token``, ``prefix``, ``data``,
+  shaped like :class:`tests.localfleet.LocalFleet` (``url``, ``token``, ``prefix``, ``data``,
   ``containers``, ``stop``) so the workloads drive both the same way.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import requests
 
 from sandbox_cli import builder
-from sandbox_cli.localfleet import LocalFleet
+from tests.localfleet import LocalFleet
 
 VERSION = "1.1.6.post2"
 UPSTREAM_TAG = f"upstream-{VERSION}"

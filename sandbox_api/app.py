@@ -68,7 +68,7 @@ def _health():
 
     fleet: Fleet = current_app.extensions["sandbox_fleet"]
     try:
-        fleet.store.redis.ping()
+        fleet.store.ping()
     except redis.RedisError as e:
         return jsonify(status="unhealthy", detail=f"state store unreachable: {e}"), 503
     # Upstream answers "version" with the default type list, not a release: kept for its clients.

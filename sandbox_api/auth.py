@@ -14,8 +14,6 @@ import time
 
 from flask import Flask, current_app, jsonify, request
 
-from sandbox_core.store import NS
-
 #: Paths anyone may reach, as upstream: health, the GUI desktop (it has its own token), docs.
 #: An app may add some (``SANDBOX_PUBLIC_PATHS``: /metrics with FLEET_METRICS_PUBLIC).
 PUBLIC_PREFIXES = ("/health", "/desktop/", "/docs", "/openapi.json")
@@ -62,10 +60,8 @@ def _count_failure(client: str, limit: int) -> bool:
     """Count a wrong token across every API process; True once the client is over the limit."""
     if not limit:
         return False
-    redis = current_app.extensions["sandbox_fleet"].store.redis
-    key = f"{NS}authfail:{client}"
-    failures, _ = redis.pipeline().incr(key).expire(key, WINDOW, nx=True).execute()
-    if failures <= limit:
+    store = current_app.extensions["sandbox_fleet"].store
+    if store.count_auth_failure(client, WINDOW) <= limit:
         return False
     with _blocked_lock:
         _blocked[client] = time.monotonic() + WINDOW

@@ -14,7 +14,7 @@ import time
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from sandbox_core import store as states
+from sandbox_core import states
 
 from .auth import TOKEN_COOKIE
 from .metrics import snapshot

@@ -9,13 +9,15 @@ authorised answer sets for ``/desktop/<id>`` so the page's own scripts and image
 operation: the path is checked after decoding (sandbox_core.desktop_paths) and again by the
 worker, so ``..``, ``%3F`` and the like cannot reach the agent's other routes.
 
-``WS /desktop/<id>?password=<token>`` is the VNC stream the page opens. The API answers it only
-on the sandbox's own host (an API process whose ``FLEET_HOST_NAME`` is the record's host, as with
-``runtime-sandbox-server`` on one machine): it takes the connection over from gunicorn, opens the
-agent's ``/websockify`` on that host's loopback with the sandbox's secret, and copies bytes both
-ways; the WebSocket handshake and frames are x11vnc's and the browser's own. Tool calls go through
-the worker's queue, but a long-lived stream does not fit a job; an API on another host answers 502
-saying where the sandbox is (see docs/types/gui.md).
+``WS /desktop/<id>?password=<token>`` is the VNC stream the page opens. The API takes the
+connection over from gunicorn, opens the agent's ``/websockify`` with the sandbox's secret, and
+copies bytes both ways; the WebSocket handshake and frames are x11vnc's and the browser's own.
+Tool calls go through the worker's queue, but a long-lived stream does not fit a job, so the API
+dials the agent itself: on the host's loopback for a Docker sandbox, which only an API process of
+the sandbox's own host can (``FLEET_HOST_NAME`` is the record's host, as with
+``runtime-sandbox-server`` on one machine; another answers 502 saying where the sandbox is), and at
+its plain-HTTP address for a pod (any API that reaches the cluster). A cloud endpoint is not
+dialled (501). See docs/types/gui.md.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import hmac
 import logging
 import selectors
 import socket
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -91,7 +94,7 @@ def desktop(identity: str, path: str) -> Response:
 @doc(summary="The desktop's VNC stream (a WebSocket upgrade), on the sandbox's own host",
      tags=["desktop"], parameters=[_PASSWORD],
      responses={101: "switching to the VNC WebSocket", 400: ErrorReply, 403: ErrorReply,
-                404: ErrorReply, 502: ErrorReply})
+                404: ErrorReply, 501: ErrorReply, 502: ErrorReply})
 def desktop_stream(identity: str) -> Response:
     fleet = current_app.extensions["sandbox_fleet"]
     if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -102,16 +105,16 @@ def desktop_stream(identity: str) -> Response:
     client = request.environ.get("gunicorn.socket")
     if client is None:
         return jsonify(detail="the desktop stream needs the API under gunicorn"), 501
-    if record.get("host") != fleet.settings.FLEET_HOST_NAME or not record.get("port"):
-        return jsonify(detail=f"the desktop stream of {record['container_name']} is served by the API "
-                              f"on its host {record.get('host')!r}"), 502
+    target = _stream_target(record, fleet.settings.FLEET_HOST_NAME)
+    if isinstance(target, Response):
+        return target
     try:
-        upstream = socket.create_connection(("127.0.0.1", int(record["port"])), timeout=5)
+        upstream = socket.create_connection(target, timeout=5)
     except OSError as e:
         return jsonify(detail=f"Upstream request failed: {e}"), 502
     head = ["GET /fastapi/websockify HTTP/1.1"]
     head += [f"{name}: {request.headers[name]}" for name in _WS_HEADERS if name in request.headers]
-    head.append(f"Authorization: Bearer {record['runtime_token']}")
+    head.append(f"Authorization: Bearer {record['agent_secret']}")
     try:
         upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
         log.info("desktop stream of %s opened", record["container_name"])
@@ -122,6 +125,28 @@ def desktop_stream(identity: str) -> Response:
             client.shutdown(socket.SHUT_RDWR)
     log.info("desktop stream of %s closed", record["container_name"])
     return _Hijacked()
+
+
+def _stream_target(record: dict, this_host: str) -> tuple[str, int] | Response:
+    """Where to open the sandbox's WebSocket: its agent's plain-HTTP address (a pod, reached from
+    any API of the cluster), or 127.0.0.1:port on the sandbox's own host. A cloud endpoint (TLS,
+    behind the service's gateway) is not dialled."""
+    name = record["container_name"]
+    agent_url = record.get("agent_url")
+    if agent_url:
+        parts = urlsplit(agent_url)
+        if parts.scheme != "http" or not parts.hostname or parts.path.strip("/"):
+            response = jsonify(detail=f"the desktop stream of {name} is not served: its agent is "
+                                      f"a cloud endpoint ({parts.scheme}://{parts.hostname})")
+            response.status_code = 501
+            return response
+        return parts.hostname, parts.port or 80
+    if record.get("host") != this_host or not record.get("port"):
+        response = jsonify(detail=f"the desktop stream of {name} is served by the API on its host "
+                                  f"{record.get('host')!r}")
+        response.status_code = 502
+        return response
+    return "127.0.0.1", int(record["port"])
 
 
 class _Hijacked(Response):

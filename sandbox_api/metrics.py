@@ -74,7 +74,7 @@ from prometheus_client.core import (
 )
 
 from sandbox_core import metrics as worker_metrics
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.errors import Unavailable
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import base_type
@@ -109,7 +109,7 @@ def init_app(app: Flask) -> None:
     if app.config["SANDBOX_SETTINGS"].FLEET_METRICS_PUBLIC:
         app.config["SANDBOX_PUBLIC_PATHS"] = (*app.config.get("SANDBOX_PUBLIC_PATHS", ()), "/metrics")
     fleet: Fleet = app.extensions["sandbox_fleet"]
-    fleet.jobs.run = _timed(fleet.jobs.run)
+    fleet.job_client.run = _timed(fleet.job_client.run)
     app.before_request(_started)
     app.after_request(_answered)
     app.register_blueprint(bp)
@@ -134,10 +134,10 @@ def _answered(response: Response) -> Response:
 def _timed(run: Callable[..., Any]) -> Callable[..., Any]:
     """JobClient.run, measured: every wait, and why one ended without a reply."""
 
-    def timed_run(name: str, kwargs: dict, queue: str, timeout: float, **options: Any) -> Any:
+    def timed_run(name: str, kwargs: dict, timeout: float, **options: Any) -> Any:
         began = time.monotonic()
         try:
-            return run(name, kwargs, queue, timeout, **options)
+            return run(name, kwargs, timeout, **options)
         except Unavailable:
             # run() gives up early only when the worker running the job died
             waited = time.monotonic() - began

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import Schema
 
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet, public_info
 

@@ -24,14 +24,13 @@ import click
 
 from sandbox_api.dashboard import _ago as ago  # the dashboard's age format, one definition
 from sandbox_api.metrics import snapshot
-from sandbox_core import logs
-from sandbox_core import store as states
+from sandbox_core import logs, states
 from sandbox_core.errors import SettingsError
 from sandbox_core.fleet import Fleet
 from sandbox_core.settings import load_settings
 
 #: Record fields never shown: the sandbox's own secret and the desktop's token.
-SECRET_FIELDS = ("runtime_token", "desktop_token")
+SECRET_FIELDS = ("agent_secret", "desktop_token")
 #: A drain without --for keeps the host out of creates this long (a worker restart ends it).
 DRAIN_HOLD = 24 * 3600
 

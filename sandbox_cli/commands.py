@@ -1,7 +1,7 @@
 """The command lines of the fleet's processes, built in one place.
 
 ``runtime-sandbox-server``, the service image's entrypoint (deploy/entrypoint.py) and the test
-harness (sandbox_cli/localfleet.py) all start gunicorn, Celery workers and beat from here, so a
+harness (tests/localfleet.py) all start gunicorn, Celery workers and beat from here, so a
 queue name, a thread count or a flag is changed once.
 """
 

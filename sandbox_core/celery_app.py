@@ -36,6 +36,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=jobs.CREATE_QUEUE,
+        task_routes=(jobs.celery_route,),
         task_create_missing_queues=True,
         worker_prefetch_multiplier=1,
         worker_pool="threads",

@@ -15,8 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from . import jobs, limits
-from . import store as states
+from . import jobs, limits, reaper, states
 from .celery_app import make_celery
 from .errors import BadRequest, CapacityExceeded, NotFound, Unavailable
 from .ids import new_session_id
@@ -24,6 +23,7 @@ from .jobs import JobClient
 from .registry import base_type, get_spec
 from .settings import Settings
 from .store import Store
+from .store.records import MAX_REDIRECTS
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +33,13 @@ QUEUE_SLACK = 30
 CALL_SLACK = 10
 #: Seconds between two heartbeat writes of a busy session.
 TOUCH_EVERY = 1.0
-#: A create whose worker is gone is closed after this many create timeouts without progress (a
-#: re-sent create gets there within seconds; refill_pools counts a pool create stale as late).
-CREATE_GRACE = 2
-#: Seconds between looks at a sandbox no limit applies to, so a limit set at a restart reaches it.
-LIFETIME_RECHECK = 600.0
-#: Records the reaper examines per tick (it runs every WATCHER_SCAN_INTERVAL seconds).
-DEADLINES_PER_TICK = 200
 
 
 class Fleet:
     def __init__(self, settings: Settings, store: Store, job_client: JobClient) -> None:
         self.settings = settings
         self.store = store
-        self.jobs = job_client
+        self.job_client = job_client
 
     @classmethod
     def connect(cls, settings: Settings, name: str = "sandbox_fleet") -> Fleet:
@@ -106,8 +99,8 @@ class Fleet:
             memory=own_limits.get("memory"), cpus=own_limits.get("cpu"),
             create_job=(job_id := uuid.uuid4().hex))
         self._reserve(name)
-        return self.jobs.run(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE, self.create_timeout,
-                             job_id=job_id, resend_if_lost=True)
+        return self.job_client.run(jobs.CREATE, {"name": name}, self.create_timeout, job_id=job_id,
+                             resend_if_lost=True)
 
     def _storage_path(self, requested: str | None, session_id: str) -> str | None:
         """Where the workspace is kept: STORAGE_FOLDER/<id>, or the client's path inside
@@ -163,17 +156,17 @@ class Fleet:
         """Carry one request into a sandbox through its host's call queue."""
         record = self.live_record(identity, touch=touch)
         timeout = timeout or record.get("timeout") or self.settings.RUNTIME_SANDBOX_TIMEOUT
-        return self.jobs.run(
+        return self.job_client.run(
             jobs.AGENT, {"name": record["container_name"], "op": op, "timeout": timeout, **payload},
-            jobs.call_queue(record["host"]), timeout + CALL_SLACK)
+            timeout + CALL_SLACK, host=record["host"])
 
     def control(self, identity: str, op: str) -> Any:
         """start / stop / status of a sandbox's container, on its host."""
         record = self.store.find(_identity(identity))
         if record is None or not record.get("host"):
             raise NotFound(f"sandbox not found: {identity}")
-        return self.jobs.run(jobs.CONTROL, {"name": record["container_name"], "op": op},
-                             jobs.host_queue(record["host"]), 60)
+        return self.job_client.run(jobs.CONTROL, {"name": record["container_name"], "op": op}, 60,
+                             host=record["host"])
 
     # -- releasing ---------------------------------------------------------------------------
 
@@ -181,14 +174,15 @@ class Fleet:
         """Mark released at once and send the teardown to the owning host. Unknown ids: True."""
         record = self.store.find(_identity(identity), follow=False)
         hops = 0
-        while record is not None and hops <= states.MAX_REDIRECTS:
-            self._retire(record, states.RELEASED)
+        while record is not None and hops <= MAX_REDIRECTS:
+            self.retire(record, states.RELEASED)
             target = record.get("redirect_to")
             record = self.store.get(target) if target else None
             hops += 1
         return True
 
-    def _retire(self, record: dict, state: str, reason: str = "") -> None:
+    def retire(self, record: dict, state: str, reason: str = "") -> None:
+        """Release or recycle a live record once, and send its teardown to its host."""
         if record["state"] in (states.REPLACED, states.RECYCLED) and state == states.RELEASED:
             self.store.update(record["container_name"], state=states.RELEASED,
                               released_at=time.time())
@@ -196,9 +190,9 @@ class Fleet:
         previous = self.store.retire(record, state, reason)
         if previous is None or not record.get("host"):
             return  # not live, or no worker has it yet: the create itself will notice
-        self.jobs.send(jobs.TEARDOWN, {"name": record["container_name"],
+        self.job_client.send(jobs.TEARDOWN, {"name": record["container_name"],
                                        "keep_workspace": state == states.RECYCLED},
-                       jobs.host_queue(record["host"]))
+                       host=record["host"])
         log.info("sandbox %s: %s%s", record["container_name"], state, f" ({reason})" if reason else "")
 
     def cleanup(self, host: str | None = None) -> int:
@@ -239,116 +233,8 @@ class Fleet:
     # -- lifecycle: recycling, restoring, pools -----------------------------------------------
 
     def reap_idle(self) -> int:
-        """The reaper's tick: recycle idle sessions, then end what is past its deadline."""
-        return self._recycle_idle_sessions() + self.reap_deadlines()
-
-    def _recycle_idle_sessions(self) -> int:
-        """Recycle the sandboxes of sessions idle past HEARTBEAT_TIMEOUT, each once."""
-        reaped = 0
-        for ctx_id in self.store.idle_sessions(self.settings.HEARTBEAT_TIMEOUT):
-            lock = self.store.lock(f"heartbeat:{ctx_id}", self.settings.HEARTBEAT_LOCK_TTL)
-            if not lock:
-                continue
-            try:
-                last = self.store.heartbeat_of(ctx_id)
-                if last is None or last > time.time() - self.settings.HEARTBEAT_TIMEOUT:
-                    continue  # touched while we took the lock
-                for name in self.store.session_names(ctx_id):
-                    record = self.store.get(name)
-                    if record and record["state"] == states.RUNNING:
-                        self._retire(record, states.RECYCLED, "heartbeat_timeout")
-                        reaped += 1
-                self.store.forget_heartbeat(ctx_id)
-            finally:
-                self.store.unlock(f"heartbeat:{ctx_id}", lock)
-        return reaped
-
-    def reap_deadlines(self) -> int:
-        """End the records whose deadline passed (at most DEADLINES_PER_TICK a tick): a sandbox
-        with no session idle past FLEET_SANDBOX_IDLE_TIMEOUT, any sandbox handed out longer than
-        FLEET_SANDBOX_MAX_LIFETIME ago (both released), a create whose worker is gone (error).
-        Only due records are read: a tick costs one sorted-set read when nothing is due."""
-        lock = self.store.lock("deadlines", self.settings.HEARTBEAT_LOCK_TTL)
-        if not lock:
-            return 0  # another beat is sweeping
-        ended = 0
-        try:
-            for name in self.store.due_deadlines(DEADLINES_PER_TICK):
-                record = self.store.get(name)
-                reason, look_again = self._deadline(record) if record else (None, None)
-                if reason:
-                    ended += self._end(record, reason)
-                elif look_again:
-                    self.store.reschedule(name, look_again)
-                if reason or not look_again:
-                    self.store.forget_deadline(name)
-        finally:
-            self.store.unlock("deadlines", lock)
-        return ended
-
-    def _deadline(self, record: dict) -> tuple[str | None, float | None]:
-        """(why the record ends now, or None; else when to look again, or None: never)."""
-        state, now = record["state"], time.time()
-        if state == states.CREATING:
-            return self._create_deadline(record, now)
-        if state not in (states.WARM, states.RUNNING):
-            return None, None  # released, recycled, replaced, error: nothing holds a slot
-        expires = record.get("e2b_expires_at")
-        if expires:  # E2B's `timeout` (sandbox_api/e2b): a time to live, not an idle clock;
-            # a paused sandbox waits for its resume
-            at = now + LIFETIME_RECHECK if record.get("e2b_paused") else float(expires)
-            return ("e2b_timeout: its time to live ran out", None) if at <= now else (None, at)
-        ends = []
-        idle, max_life = self.settings.sandbox_idle_timeout, self.settings.FLEET_SANDBOX_MAX_LIFETIME
-        pooled = state == states.WARM and bool(record.get("pool_type"))
-        if max_life:
-            # A warm pool sandbox's lifetime starts when it is claimed (at the earliest now).
-            start = now if pooled else record.get("claimed_at") or record.get("created_at") or now
-            ends.append((start + max_life, f"max_lifetime: handed out over {max_life}s ago"))
-        if idle and not pooled and not record.get("session_ctx_id"):
-            # A session's idleness is the heartbeat's (recycled, not released: it comes back).
-            last = record.get("last_active_at") or record.get("created_at") or now
-            ends.append((last + idle, f"idle_timeout: no call for {idle}s"))
-        elif idle and pooled:
-            ends.append((now + idle, ""))  # claimable at any moment: idle from then on
-        if not ends:
-            return None, now + LIFETIME_RECHECK  # so a limit set at a restart still reaches it
-        at, reason = min(ends)
-        return (reason, None) if at <= now and reason else (None, at)
-
-    def _create_deadline(self, record: dict, now: float) -> tuple[str | None, float | None]:
-        """A create ends as error once it made no progress for CREATE_GRACE create timeouts, no
-        live worker process runs it and no caller waits for it (a re-sent create takes a new owner)."""
-        grace = CREATE_GRACE * self.create_timeout
-        progress = max(record.get("created_at") or 0, record.get("updated_at") or 0)
-        # It may start any moment, and its own limits run from then: look again by the first.
-        ends = [x for x in (self.settings.sandbox_idle_timeout,
-                            self.settings.FLEET_SANDBOX_MAX_LIFETIME) if x]
-        soonest = now + min(ends, default=self.create_timeout)
-        if now < progress + grace:
-            return None, min(progress + grace, soonest)
-        owner = record.get("creating_on")
-        job = record.get("create_job")
-        if (owner and self.store.worker_alive(owner)) or (job and self.store.is_waited(job)):
-            # slow, but its worker is on it, or its caller still waits (and re-sends it)
-            return None, min(now + self.create_timeout, soonest)
-        why = f"worker {owner} is gone" if owner else "no worker took it"
-        return f"create_deadline: not created within {grace:g}s and {why}", None
-
-    def _end(self, record: dict, reason: str) -> int:
-        """Release a live record, or close a create as error; 1 if this call did it."""
-        name = record["container_name"]
-        state = states.ERROR if record["state"] == states.CREATING else states.RELEASED
-        if self.store.retire(record, states.RELEASED) is None:
-            return 0  # ended meanwhile
-        self.store.update(name, state=state, recycle_reason=reason)
-        if state == states.ERROR and record.get("pool_type"):
-            self.store.pool_abandon(record["pool_type"], name)
-        if record.get("host"):  # its worker tears the container down (and gives the port back)
-            self.jobs.send(jobs.TEARDOWN, {"name": name, "keep_workspace": False},
-                           jobs.host_queue(record["host"]))
-        log.info("sandbox %s: %s (%s)", name, state, reason)
-        return 1
+        """The reaper's tick (beat's job): see sandbox_core.reaper."""
+        return reaper.reap(self)
 
     def restore(self, old_name: str) -> str:
         """Bring a recycled sandbox back as a new one on the same host with the same workspace."""
@@ -371,9 +257,9 @@ class Fleet:
                 create_job=(job_id := uuid.uuid4().hex))
             self._reserve(name)
             log.info("sandbox %s: restoring as %s", old_name, name)
-            return self.jobs.run(jobs.CREATE, {"name": name, "replaces": old_name},
-                                 jobs.host_queue(old["host"]), self.create_timeout,
-                                 job_id=job_id, resend_if_lost=True)
+            return self.job_client.run(jobs.CREATE, {"name": name, "replaces": old_name},
+                                 self.create_timeout, host=old["host"], job_id=job_id,
+                                 resend_if_lost=True)
         finally:
             self.store.unlock(f"restore:{old_name}", lock)
 
@@ -402,7 +288,7 @@ class Fleet:
                     name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
                     version=spec.image, timeout=spec.timeout, workspace_owned=True,
                     desktop_token=secrets.token_hex(16))
-                self.jobs.send(jobs.CREATE, {"name": name}, jobs.CREATE_QUEUE)
+                self.job_client.send(jobs.CREATE, {"name": name})
                 sent += 1
         return sent
 

@@ -39,6 +39,10 @@ REFILL = "fleet.refill_pools"
 REAP = "fleet.reap_idle"
 
 
+#: Jobs that any host may run: they go to the shared queue unless a host is named.
+_SHARED = (CREATE, REFILL, REAP)
+
+
 def host_queue(host: str) -> str:
     """Lifecycle jobs of one host's sandboxes: teardown, start/stop, restores, reconcile."""
     return f"host.{host}"
@@ -47,6 +51,30 @@ def host_queue(host: str) -> str:
 def call_queue(host: str) -> str:
     """Tool calls into one host's sandboxes, kept apart so long calls never block lifecycle jobs."""
     return f"host.{host}.calls"
+
+
+def queue_for(name: str, host: str | None = None) -> str:
+    """The routing table: the queue a job goes to, given the host of the sandbox it is about.
+
+    A create with no host goes to the shared queue (whichever host has a free thread takes it);
+    one with a host is a restore, which runs where the workspace is. Tool calls go to the host's
+    call queue; teardowns and start/stop/pause to its lifecycle queue; beat's jobs to the shared
+    queue."""
+    if name in _SHARED and host is None:
+        return CREATE_QUEUE
+    if host is None:
+        raise ValueError(f"job {name} goes to the host of its sandbox; none given")
+    if name == AGENT:
+        return call_queue(host)
+    if name in (CREATE, TEARDOWN, CONTROL):
+        return host_queue(host)
+    raise ValueError(f"no route for job {name}")
+
+
+def celery_route(name: str, args, kwargs, options, task=None, **_: object) -> dict | None:
+    """queue_for as Celery's router (task_routes), for jobs sent without a queue (beat's). The
+    fleet's own sends name their queue through queue_for, which this leaves as it is."""
+    return {"queue": queue_for(name)} if name in _SHARED else None
 
 
 class WorkerLost(Exception):
@@ -64,18 +92,19 @@ class JobClient:
         self.celery = celery
         self.store = store
 
-    def run(self, name: str, kwargs: dict, queue: str, timeout: float, *,
+    def run(self, name: str, kwargs: dict, timeout: float, *, host: str | None = None,
             job_id: str | None = None, resend_if_lost: bool = False) -> Any:
-        """Send a job and block until its reply, or raise Unavailable after ``timeout`` seconds.
+        """Send a job (to the queue ``queue_for`` names) and block until its reply, or raise
+        Unavailable after ``timeout`` seconds.
 
         With ``resend_if_lost`` (idempotent jobs: creates), a job whose worker dies is sent again,
         under the same id, for a live worker to take over; otherwise the caller is told at once.
         """
+        queue = queue_for(name, host)
         job_id = job_id or uuid.uuid4().hex
-        waiting = self.store.waiting_key(job_id)
-        self.store.redis.set(waiting, "1", ex=max(1, int(timeout) + 5))
+        self.store.expect_reply(job_id, timeout + 5)
         deadline = time.monotonic() + timeout
-        self._send_waited(name, kwargs, queue, job_id, timeout)
+        self.send(name, kwargs, host=host, job_id=job_id, expires=timeout)
         popped = None
         for _ in range(MAX_RESENDS + 1):
             try:
@@ -84,43 +113,41 @@ class JobClient:
             except WorkerLost as lost:
                 left = deadline - time.monotonic()
                 if not resend_if_lost or left <= 1:
-                    self.store.redis.delete(waiting)
+                    self.store.stop_waiting(job_id)
                     raise Unavailable(f"worker {lost.node} died while running {name}; "
                                       "try again") from None
                 log.warning("job %s (%s): worker %s died; sending it again", job_id, name, lost.node)
-                self._send_waited(name, kwargs, queue, job_id, left)
+                self.send(name, kwargs, host=host, job_id=job_id, expires=left)
         if popped is None:
-            if self.store.redis.delete(waiting):
+            if self.store.stop_waiting(job_id):
                 raise Unavailable(f"no worker answered {name} on queue {queue} within {timeout:g}s")
-            # The reply landed between the timeout and our delete: take it.
-            popped = self.store.redis.blpop(self.store.reply_key(job_id), timeout=5)
+            # The reply landed between the timeout and our giving up: take it.
+            popped = self.store.pop_reply(job_id, 5)
             if popped is None:
                 raise Unavailable(f"{name} reply was lost")
-        return decode_reply(popped[1])
-
-    def _send_waited(self, name: str, kwargs: dict, queue: str, job_id: str, timeout: float) -> None:
-        self.celery.send_task(name, kwargs=kwargs, queue=queue, task_id=job_id, expires=timeout,
-                              argsrepr="()", kwargsrepr=_describe(kwargs))
+        return decode_reply(popped)
 
     def _wait(self, name: str, job_id: str, deadline: float):
         """BLPOP the reply until the deadline (None then). Past the first slice, also watch the
         worker running the job, and raise WorkerLost as soon as it stops beating."""
-        reply_key = self.store.reply_key(job_id)
         runner = None
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            popped = self.store.redis.blpop(reply_key, timeout=min(left, WATCH_SLICE))
+            popped = self.store.pop_reply(job_id, min(left, WATCH_SLICE))
             if popped is not None:
                 return popped
             runner = self.store.worker_of(job_id) or runner
             if runner and not self.store.worker_alive(runner):
                 raise WorkerLost(runner)
 
-    def send(self, name: str, kwargs: dict, queue: str, countdown: float | None = None) -> None:
-        """Send a job nobody waits for (teardowns, refills)."""
-        self.celery.send_task(name, kwargs=kwargs, queue=queue, countdown=countdown,
+    def send(self, name: str, kwargs: dict, *, host: str | None = None, job_id: str | None = None,
+             expires: float | None = None, countdown: float | None = None) -> None:
+        """Send a job to the queue ``queue_for`` names, without waiting (teardowns, refills, the
+        relays of streams, and what ``run`` waits for)."""
+        self.celery.send_task(name, kwargs=kwargs, queue=queue_for(name, host), task_id=job_id,
+                              expires=expires, countdown=countdown,
                               argsrepr="()", kwargsrepr=_describe(kwargs))
 
 

@@ -87,10 +87,12 @@ def requested(settings, limits: dict | None) -> dict[str, str]:
     return out
 
 
-def effective(sandbox_type: str, type_limits: dict, record: dict) -> tuple[str | None, float | None]:
-    """(memory, cpus) a sandbox starts with: the create's own, else its type's, else the default.
-    None means unlimited (a type that says "0")."""
-    defaults = TYPE_DEFAULTS.get(sandbox_type, OTHER_TYPES)
+def effective(sandbox_type: str, type_limits: dict, record: dict,
+              defaults: dict | None = None) -> tuple[str | None, float | None]:
+    """(memory, cpus) a sandbox starts with: the create's own, else its type's, else the default
+    (``defaults``, a backend's own, else the type's below). None means unlimited (a type that
+    says "0")."""
+    defaults = defaults or TYPE_DEFAULTS.get(sandbox_type, OTHER_TYPES)
     memory = record.get("memory") or type_limits.get("memory", defaults["memory"])
     cpus = record.get("cpus") or type_limits.get("cpu", defaults["cpu"])
     memory = size_bytes(memory, f"{sandbox_type} resource_limits.memory") if memory else 0
@@ -115,8 +117,9 @@ def workspace_quota(settings, type_limits: dict) -> int:
     return size_bytes(value, "workspace quota") if value not in (0, "0") else 0
 
 
-def container_limits(settings, spec, record: dict) -> dict[str, Any]:
-    """The ContainerSpec fields (memory, cpus, workspace_quota) of a sandbox about to start."""
-    memory, cpus = effective(spec.sandbox_type, spec.resource_limits, record)
+def container_limits(settings, spec, record: dict, defaults: dict | None = None) -> dict[str, Any]:
+    """The ContainerSpec fields (memory, cpus, workspace_quota) of a sandbox about to start;
+    ``defaults``: the backend's own size where it has one (Backend.default_limits)."""
+    memory, cpus = effective(spec.sandbox_type, spec.resource_limits, record, defaults)
     return {"memory": memory, "cpus": cpus,
             "workspace_quota": workspace_quota(settings, spec.resource_limits)}

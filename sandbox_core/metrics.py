@@ -152,7 +152,7 @@ def _count(ctx, task: str, kwargs: dict, seconds: float, outcome: Any) -> None:
     host, name, result = ctx.host, kwargs.get("name", ""), result_of(outcome)
     if task in (jobs.CREATE, jobs.TEARDOWN):
         kind = "create" if task == jobs.CREATE else "release"
-        sandbox_type = ctx.store.redis.hget(ctx.store.record_key(name), "sandbox_type") or "unknown"
+        sandbox_type = ctx.store.field(name, "sandbox_type") or "unknown"
         labels = {"host": host, "sandbox_type": sandbox_type}
         RECORDER.inc(f"sandbox_fleet_{kind}s", {**labels, "result": result})
         if result == "ok":

@@ -239,6 +239,11 @@ class Settings:
     AGENT_RUN_PREFIX: str = _setting("agentscope-sandbox", doc="AgentRun resource prefix")
     AGENT_RUN_LOG_PROJECT: str | None = _setting(None, _optional_str, "AgentRun SLS project")
     AGENT_RUN_LOG_STORE: str | None = _setting(None, _optional_str, "AgentRun SLS store")
+    AGENT_RUN_ENDPOINT: str | None = _setting(
+        None, _optional_str, "AgentRun API endpoint (host[:port], e.g. a private one); unset = "
+        "agentrun.<AGENT_RUN_REGION_ID>.aliyuncs.com", fleet=True)
+    AGENT_RUN_PROTOCOL: str = _setting(
+        "https", _choice("https", "http"), "protocol of AGENT_RUN_ENDPOINT", fleet=True)
     FC_ACCOUNT_ID: str | None = _setting(None, _optional_str, "FC account id")
     FC_ACCESS_KEY_ID: str | None = _setting(None, _optional_str, "FC access key id")
     FC_ACCESS_KEY_SECRET: str | None = _setting(None, _optional_str, "FC secret")
@@ -251,6 +256,11 @@ class Settings:
     FC_PREFIX: str = _setting("agentscope-sandbox", doc="FC resource prefix")
     FC_LOG_PROJECT: str | None = _setting(None, _optional_str, "FC SLS project")
     FC_LOG_STORE: str | None = _setting(None, _optional_str, "FC SLS store")
+    FC_ENDPOINT: str | None = _setting(
+        None, _optional_str, "Function Compute API endpoint (host[:port], e.g. a private one); "
+        "unset = <FC_ACCOUNT_ID>.<FC_REGION_ID>.fc.aliyuncs.com", fleet=True)
+    FC_PROTOCOL: str = _setting(
+        "https", _choice("https", "http"), "protocol of FC_ENDPOINT", fleet=True)
 
     # Lifecycle
     HEARTBEAT_TIMEOUT: int = _setting(

@@ -1,4 +1,5 @@
-"""HTTP to the agent inside a sandbox, over this host's loopback, on persistent connections.
+"""HTTP to the agent inside a sandbox, over this host's loopback (or at a cloud sandbox's endpoint
+URL), on persistent connections.
 
 The agent speaks agentscope-runtime's in-container protocol (``/fastapi`` prefix, Bearer
 SECRET_TOKEN), so upstream images and ours are driven the same way.
@@ -14,6 +15,7 @@ from typing import Any
 
 import urllib3
 
+from backends.base import session_headers
 from sandbox_core import polling
 from sandbox_core.errors import BackendError, NotFound, Unavailable
 
@@ -76,8 +78,10 @@ class AgentClient:
     def address_of(self, name: str, store) -> dict:
         """The fields a call needs (port, secret, ids) of a live sandbox, cached in the worker.
 
-        They never change while a sandbox lives; the API checks liveness before every call, so a
-        stale entry can only meet a sandbox being torn down, and that call fails as it would anyway.
+        They hardly change while a sandbox lives (a pod started again may have a new address: a
+        call that cannot connect drops the entry, so the next one reads the record again); the API
+        checks liveness before every call, so a stale entry otherwise only meets a sandbox being
+        torn down, and that call fails as it would anyway.
         """
         with self._lock:
             if name in self._addresses:
@@ -86,24 +90,27 @@ class AgentClient:
         record = store.get(name)
         if record is None or record.get("state") not in ("running", "warm") or not record.get("port"):
             raise NotFound(f"sandbox not found: {name}")
-        address = {k: record[k] for k in ("port", "runtime_token", "container_id", "container_name")}
+        address = {k: record[k] for k in ("port", "agent_secret", "container_id", "container_name")}
+        address["agent_url"] = record.get("agent_url")  # a cloud sandbox's endpoint
         with self._lock:
             self._addresses[name] = address
             while len(self._addresses) > ADDRESS_CACHE_SIZE:
                 self._addresses.popitem(last=False)
         return address
 
+    def forget(self, name: str) -> None:
+        with self._lock:
+            self._addresses.pop(name, None)
+
     def request(self, record: dict, method: str, path: str, *, body: bytes | None = None,
                 json_body: Any = None, headers: dict | None = None, timeout: float = 60,
                 query: str = "") -> AgentResponse:
-        url = f"http://127.0.0.1:{record['port']}/fastapi{path}"
+        base = record.get("agent_url")
+        url = f"{base}/fastapi{path}" if base else f"http://127.0.0.1:{record['port']}/fastapi{path}"
         if query:
             url = f"{url}?{query}"
-        all_headers = {
-            "Authorization": f"Bearer {record['runtime_token']}",
-            "x-agentrun-session-id": f"s{record['container_id']}",
-            "x-agentscope-runtime-session-id": f"s{record['container_id']}",
-        }
+        all_headers = {"Authorization": f"Bearer {record['agent_secret']}",
+                       **session_headers(record["container_id"])}
         if headers:
             all_headers.update(headers)
         if json_body is not None:
@@ -118,6 +125,8 @@ class AgentClient:
             finally:
                 response.release_conn()
         except urllib3.exceptions.HTTPError as e:
+            if isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
+                self.forget(record["container_name"])
             raise Unavailable(f"sandbox {record['container_name']} did not answer: {e}") from e
         return AgentResponse(response.status, dict(response.headers), data)
 

@@ -29,7 +29,7 @@ from kombu import Queue
 from sandbox_core import jobs, logs
 from sandbox_core.celery_app import configure
 
-from . import liveness
+from . import liveness, rebuild
 from .context import current, worker_settings
 from .lifecycle import warn_if_ports_shared
 from .liveness import Heartbeat
@@ -51,11 +51,11 @@ def _configure(sender: Celery, **_: object) -> None:
     if settings.WATCHER_SCAN_INTERVAL > 0:
         schedule["refill-pools"] = {
             "task": jobs.REFILL, "schedule": timedelta(seconds=settings.WATCHER_SCAN_INTERVAL),
-            "options": {"queue": jobs.CREATE_QUEUE, "expires": 30}}
+            "options": {"expires": 30}}
     if settings.WATCHER_SCAN_INTERVAL > 0 and settings.reaper_interval > 0:
         schedule["reap-idle"] = {
             "task": jobs.REAP, "schedule": timedelta(seconds=settings.reaper_interval),
-            "options": {"queue": jobs.CREATE_QUEUE, "expires": 30}}
+            "options": {"expires": 30}}
     sender.conf.beat_schedule = schedule
 
 
@@ -136,7 +136,12 @@ class HostStartup(bootsteps.StartStopStep):
         self.owns_host = True
         warn_if_ports_shared(ctx.settings)
         ctx.store.stop_draining(ctx.host)  # a host started again serves creates again
-        epoch = ctx.store.open_epoch()
+        seen = rebuild.remembered_epoch(ctx.settings, ctx.host)
+        if seen is not None and ctx.store.epoch() != seen:
+            log.warning("host %s: the state store lost the fleet's records since this host's "
+                        "worker last ran; adopting its sandboxes", ctx.host)
+            adopt(ctx)
+        epoch = self._open_epoch(ctx)
         log.info("host %s ready (backend %s); reconcile: %s", ctx.host, ctx.backend.name,
                  reconcile(ctx))
         threading.Thread(target=self._watch, args=(ctx, epoch), name="host-watch", daemon=True).start()
@@ -150,12 +155,18 @@ class HostStartup(bootsteps.StartStopStep):
                     log.warning("host %s: the state store lost the fleet's records; adopting this "
                                 "host's sandboxes", ctx.host)
                     adopt(ctx)
-                    epoch = ctx.store.open_epoch()
+                    epoch = self._open_epoch(ctx)
                 if interval and time.monotonic() >= next_reconcile:
                     reconcile(ctx)
                     next_reconcile = time.monotonic() + interval
             except Exception:  # Redis or Docker away for a moment: the next round tries again
                 log.exception("host %s: reconcile failed", ctx.host)
+
+    @staticmethod
+    def _open_epoch(ctx) -> str:
+        epoch = ctx.store.open_epoch()
+        rebuild.remember_epoch(ctx.settings, ctx.host, epoch)
+        return epoch
 
     def stop(self, worker) -> None:
         self.stopping.set()

@@ -28,7 +28,7 @@ class WorkerContext:
     store: Store
     backend: Backend
     agent: AgentClient
-    jobs: JobClient
+    job_client: JobClient
     storage: Storage | None
 
     @property
@@ -52,6 +52,6 @@ def current() -> WorkerContext:
         store=store,
         backend=create_backend(settings),
         agent=AgentClient(max_reply=settings.FLEET_MAX_AGENT_REPLY_MB * 1024 * 1024),
-        jobs=JobClient(make_celery(settings, "sandbox_workers.client"), store),
+        job_client=JobClient(make_celery(settings, "sandbox_workers.client"), store),
         storage=make_storage(settings),
     )

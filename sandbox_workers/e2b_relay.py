@@ -11,13 +11,11 @@ stream's own: it is removed when the relay stops.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
 from sandbox_core.errors import SandboxError
-from sandbox_core.streams import listen_key, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +30,10 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
     """Start a process (``start``: envd's StartRequest) or follow one (``process``: pid/tag);
     with ``kind="execute"``, run a code cell (``start``: the /execute body) and relay its
     outputs; with ``kind="watch"``, watch a folder (``start``: envd's WatchDirRequest)."""
-    redis, client = ctx.store.redis, ctx.agent
-    key = stream_key(stream_id)
+    store, client = ctx.store, ctx.agent
 
     def push(message: dict) -> None:
-        redis.pipeline().rpush(key, json.dumps(message)).expire(key, LIST_TTL).execute()
+        store.push_to_stream(stream_id, message, LIST_TTL)
 
     def agent(path: str, body: dict, wait: float = 0) -> Any:
         response = client.request(address, "POST", path, json_body=body, timeout=wait + 30)
@@ -79,7 +76,7 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
                 after = "" if kind == "watch" else "; it keeps running in the sandbox"
                 return push({"error": {"status": 504,
                                        "message": f"the stream's deadline passed{after}"}})
-            if not redis.exists(listen_key(stream_id)):
+            if not store.is_listened(stream_id):
                 log.info("sandbox %s: e2b %s stream has no listener; what it follows keeps "
                          "running", address["container_name"], kind)
                 return None

@@ -12,9 +12,8 @@ import secrets
 import socket
 import time
 
-from backends.base import ContainerSpec
-from sandbox_core import jobs, limits, safecopy
-from sandbox_core import store as states
+from backends.base import LABEL_WORKSPACE_OWNED, Container, ContainerSpec
+from sandbox_core import jobs, limits, safecopy, states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
 
@@ -70,7 +69,7 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     try:
         token = secrets.token_hex(16)
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
-        ctx.store.update(name, runtime_token=token, mount_dir=workspace)
+        ctx.store.update(name, agent_secret=token, mount_dir=workspace)
         if record.get("storage_path") and ctx.storage and not replaces:
             _fetch_from_storage(ctx, name, record["storage_path"], workspace)
         container, port = _start(ctx, name, ContainerSpec(
@@ -82,12 +81,13 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
             labels={**rebuild.labels_of(ctx.settings, ctx.host, record), **secret.labels(token)},
             workspace=workspace,
             readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
-            **limits.container_limits(ctx.settings, spec, record),
+            **limits.container_limits(ctx.settings, spec, record, ctx.backend.default_limits()),
             runtime_config=spec.runtime_config,
             egress=spec.egress,
             egress_allow=spec.egress_allow,
         ))
-        ctx.store.update(name, container_id=container.id, ports=[str(port)])
+        ctx.store.update(name, container_id=container.id, ports=[str(port)],
+                         **address_fields(container, port))
         record = ctx.store.get(name)
         ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
     except BaseException as e:  # includes the job's time limit: never leave half a sandbox
@@ -106,11 +106,20 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         _replace(ctx, replaces, name)
     # The calls worker opens its connection and runs a first command now, so the client's first
     # call does not pay for a cold connection, cold pages and the agent's lazy imports (~5 ms).
-    ctx.jobs.send(jobs.AGENT, {"name": name, "op": "warm", "timeout": 10}, jobs.call_queue(ctx.host))
+    ctx.job_client.send(jobs.AGENT, {"name": name, "op": "warm", "timeout": 10}, host=ctx.host)
     if record.get("pool_type"):
         ctx.store.pool_add(record["pool_type"], name)
     log.info("sandbox %s: %s on port %s", name, "running" if session else "warm", port)
     return name
+
+
+def address_fields(container: Container, port: int) -> dict[str, str]:
+    """Where the sandbox's agent is, as the record keeps it: ``url`` (what get_info shows) and,
+    for a sandbox not on this host's loopback (a cloud endpoint), ``agent_url``, which the worker
+    then calls instead of 127.0.0.1:port."""
+    if container.url:
+        return {"url": container.url, "agent_url": container.url}
+    return {"url": f"http://localhost:{port}"}
 
 
 def _replace(ctx: WorkerContext, old: str, new: str) -> None:
@@ -119,7 +128,7 @@ def _replace(ctx: WorkerContext, old: str, new: str) -> None:
     ctx.store.update(old, state=states.REPLACED, redirect_to=new)
     if old_record and old_record.get("session_ctx_id"):
         ctx.store.leave_session(old, old_record["session_ctx_id"])
-    ctx.store.redis.expire(ctx.store.record_key(old), ctx.settings.RELEASE_KET_TTL)
+    ctx.store.expire_record(old)
     log.info("sandbox %s: replaced by %s", old, new)
 
 
@@ -139,11 +148,15 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
     """Remove a sandbox's container and give back its port and workspace. Safe to repeat."""
     record = ctx.store.get(name)
     container = (record or {}).get("container_id") or name
+    stray = None if record else _stray_workspace(ctx, name, keep_workspace)
     try:
         ctx.backend.remove(container)
     except SandboxError as e:
         log.error("sandbox %s: could not remove container: %s", name, e)
         raise
+    if stray:  # no record says what it is: the fleet's own empty-handed folder goes with it
+        ctx.backend.release_workspace(stray)
+        _remove_workspace(name, stray)
     if record:
         ctx.store.free_port(ctx.host, record.get("port"))
         kept = _keep_in_storage(ctx, record)
@@ -211,6 +224,18 @@ def _keep_in_storage(ctx: WorkerContext, record: dict) -> bool:
 def _fetch_from_storage(ctx: WorkerContext, name: str, source: str, workspace: str) -> None:
     report = ctx.storage.download_folder(source, workspace)
     log.info("sandbox %s: workspace filled from %s: %s", name, source, report.describe())
+
+
+def _stray_workspace(ctx: WorkerContext, name: str, keep: bool) -> str | None:
+    """The workspace of a container no record claims, if it is the fleet's own folder (made in
+    DEFAULT_MOUNT_DIR for it, not a client's) and no recycle marker keeps it for a restore."""
+    container = ctx.backend.inspect(name)
+    workspace = container.workspace if container else None
+    if keep or not workspace or container.labels.get(LABEL_WORKSPACE_OWNED) == "0" or \
+            os.path.dirname(os.path.abspath(workspace)) != rebuild.markers_dir(ctx.settings) or \
+            os.path.exists(rebuild.marker_path(ctx.settings, name)):
+        return None
+    return workspace
 
 
 def _remove_workspace(name: str, workspace: str) -> None:

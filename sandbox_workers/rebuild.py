@@ -8,6 +8,10 @@
   its workspace, ``DEFAULT_MOUNT_DIR/<id>.fleet.json`` (never inside the workspace, which the
   sandbox can write), from which adopt brings the recycled record back: the session's next call
   restores the sandbox with its workspace.
+- The store's epoch this host last saw, ``DEFAULT_MOUNT_DIR/.fleet-epoch-<host>``: a worker that
+  starts against a store whose epoch differs (Redis restarted empty, or a private Redis started
+  anew) knows the records of this host's sandboxes were lost, not never written, and adopts the
+  sandboxes instead of removing them as strays.
 """
 
 from __future__ import annotations
@@ -87,6 +91,37 @@ def fields_from_labels(settings: Settings, container: Container) -> dict:
         "timeout": int(timeout) if timeout.isdigit() else settings.RUNTIME_SANDBOX_TIMEOUT,
         "environment": {k: env[k] for k in env_keys if isinstance(k, str) and k in env},
     }
+
+
+# -- the epoch this host last saw ---------------------------------------------------------------
+
+def _epoch_path(settings: Settings, host: str) -> str:
+    return os.path.join(markers_dir(settings), f".fleet-epoch-{host}")
+
+
+def remembered_epoch(settings: Settings, host: str) -> str | None:
+    """The store's epoch when this host's worker last ran, or None on its first run here."""
+    try:
+        with open(_epoch_path(settings, host)) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("host %s: cannot read the epoch it last saw: %s", host, e)
+        return None
+
+
+def remember_epoch(settings: Settings, host: str, epoch: str) -> None:
+    path = _epoch_path(settings, host)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".epoch-")
+        with os.fdopen(fd, "w") as f:
+            f.write(epoch)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("host %s: cannot keep the epoch it saw (a Redis loss while it is stopped "
+                    "will not be noticed): %s", host, e)
 
 
 # -- markers of recycled sandboxes -------------------------------------------------------------

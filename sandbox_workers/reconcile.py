@@ -21,7 +21,7 @@ import os
 import time
 
 from backends.base import LABEL_FLEET, LABEL_HOST, Container
-from sandbox_core import store as states
+from sandbox_core import states
 
 from . import lifecycle, rebuild, secret
 from .context import WorkerContext
@@ -120,7 +120,7 @@ def _free_unheld_ports(ctx: WorkerContext) -> int:
 def _give_back_lost_slots(ctx: WorkerContext) -> None:
     for name in ctx.store.live_names():
         if ctx.store.get(name) is None:
-            ctx.store.redis.srem(f"{states.NS}live", name)
+            ctx.store.give_back_instance(name)
 
 
 def adopt(ctx: WorkerContext) -> list[str]:
@@ -149,10 +149,10 @@ def adopt(ctx: WorkerContext) -> list[str]:
             name, session_id=name.removeprefix(ctx.settings.CONTAINER_PREFIX_KEY), meta=meta,
             session_ctx_id=session, host=ctx.host, adopted=True,
             container_id=container.id, port=container.host_port, ports=[str(container.host_port)],
-            url=f"http://localhost:{container.host_port}", runtime_token=token,
+            **lifecycle.address_fields(container, container.host_port), agent_secret=token,
             mount_dir=container.workspace, version=container.image, **fields)
-        ctx.store.redis.sadd(f"{states.NS}live", name)
-        ctx.store.redis.sadd(ctx.store.ports_key(ctx.host), container.host_port)
+        ctx.store.hold_instance(name)
+        ctx.store.hold_port(ctx.host, container.host_port)
         ctx.store.add_to_host(ctx.host, name)
         # As at create: a sandbox with no session is "warm" out of any pool (and has an idle limit).
         ctx.store.finish_create(name, states.RUNNING if session else states.WARM)

@@ -14,8 +14,7 @@ from typing import Any
 
 from celery import shared_task
 
-from sandbox_core import jobs, metrics
-from sandbox_core import store as states
+from sandbox_core import jobs, metrics, states
 from sandbox_core.celery_app import VISIBILITY_TIMEOUT
 from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import BadRequest, Conflict, NotFound, SandboxError
@@ -71,7 +70,7 @@ def replying(func):
 
 
 def fleet(ctx) -> Fleet:
-    return Fleet(ctx.settings, ctx.store, ctx.jobs)
+    return Fleet(ctx.settings, ctx.store, ctx.job_client)
 
 
 @shared_task(name=jobs.CREATE, bind=True, time_limit=_LIFECYCLE_LIMIT, **_RELIABLE)
@@ -99,9 +98,8 @@ def create(self, ctx, name: str, replaces: str | None = None, hops: int = 0) -> 
         # Another host may serve it; the caller keeps waiting under the same job id, and once it
         # stops waiting the next copy closes the record (the check above).
         log.info("sandbox %s: %s; handing the create on", name, e.detail)
-        self.app.send_task(jobs.CREATE, kwargs={"name": name, "hops": hops + 1},
-                           queue=jobs.CREATE_QUEUE, task_id=self.request.id, countdown=1,
-                           argsrepr="()", kwargsrepr=repr({"name": name}))
+        ctx.job_client.send(jobs.CREATE, {"name": name, "hops": hops + 1}, job_id=self.request.id,
+                      countdown=1)
         return NO_REPLY
     if waited and not ctx.store.is_waited(self.request.id):
         log.warning("sandbox %s: its caller stopped waiting; releasing it", name)
@@ -127,6 +125,11 @@ def control(self, ctx, name: str, op: str) -> Any:
         return ctx.backend.status(container_id)
     if op == "start":
         ctx.backend.start(container_id)
+        started = ctx.backend.inspect(container_id)
+        if started and started.url and started.url != record.get("agent_url"):
+            # a pod made again may be elsewhere: calls go to its new address from now on
+            ctx.store.update(name, **lifecycle.address_fields(started, record.get("port")))
+            ctx.agent.forget(name)
         return True
     if op == "stop":
         ctx.backend.stop(container_id, timeout=1)

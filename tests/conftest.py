@@ -19,10 +19,10 @@ from typing import NoReturn
 import pytest
 import redis
 
-from sandbox_cli.localfleet import LocalFleet as Fleet
-from sandbox_cli.localfleet import private_redis
 from sandbox_core.settings import parse_settings
 from sandbox_core.store import Store
+from tests.localfleet import LocalFleet as Fleet
+from tests.localfleet import private_redis
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "agentscope/runtime-sandbox-base:latest"

@@ -2,7 +2,7 @@
 
 An E2B sandbox is an ordinary fleet record (same pools, cap, hosts, reaper) with a few fields of
 its own: ``e2b_template``, ``e2b_token`` (its envdAccessToken), ``e2b_metadata`` (JSON),
-``e2b_expires_at`` (its time to live, read by Fleet.reap_deadlines) and ``e2b_paused``. Its
+``e2b_expires_at`` (its time to live, read by the reaper, sandbox_core/reaper.py) and ``e2b_paused``. Its
 sandboxID is the record's session id.
 """
 
@@ -15,8 +15,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from sandbox_core import limits
-from sandbox_core import store as states
+from sandbox_core import limits, states
 from sandbox_core.errors import BadRequest, NotFound
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import get_spec, known_types
@@ -54,14 +53,7 @@ def hand_out(fleet: Fleet, name: str, fields: dict) -> None:
     """Write the E2B fields, and mark a just-created sandbox (``warm`` until a session takes it,
     as upstream) ``running``: it is handed out, and reconcile fails a warm one whose container
     is not running, which a paused one is not. A record released meanwhile is left as it is."""
-    key = fleet.store.record_key(name)
-    with fleet.store.redis.pipeline() as pipe:
-        pipe.watch(key)
-        state = pipe.hget(key, "state")
-        pipe.multi()
-        if state == states.WARM:
-            pipe.hset(key, "state", states.RUNNING)
-        pipe.execute()
+    fleet.store.hand_out(name)
     fleet.store.update(name, claimed_at=time.time(), **fields)
     fleet.store.reschedule(name, fields["e2b_expires_at"])
 

@@ -18,7 +18,6 @@ from typing import Any
 from sandbox_core import jobs
 from sandbox_core.errors import SandboxError, Unavailable
 from sandbox_core.fleet import Fleet
-from sandbox_core.streams import listen_key, stream_key
 
 #: Seconds between keepalives on a quiet stream (each one also tells a gone client apart).
 KEEPALIVE = 10.0
@@ -73,20 +72,18 @@ def agent_error(status: int, detail: str) -> SandboxError:
 def open_stream(fleet: Fleet, record: dict, timeout: float, **payload: Any) -> str:
     """Send the relay job; returns the stream's id (also the job's id)."""
     stream_id = uuid.uuid4().hex
-    fleet.store.redis.set(listen_key(stream_id), "1", ex=LISTEN_TTL)
+    fleet.store.listen(stream_id, LISTEN_TTL)
     name = record["container_name"]
-    fleet.jobs.celery.send_task(
-        jobs.AGENT, kwargs={"name": name, "op": "e2b_stream", "timeout": timeout,
-                            "stream_id": stream_id, **payload},
-        queue=jobs.call_queue(record["host"]), task_id=stream_id, expires=timeout,
-        argsrepr="()", kwargsrepr=repr({"name": name, "op": "e2b_stream"}))
+    fleet.job_client.send(jobs.AGENT, {"name": name, "op": "e2b_stream", "timeout": timeout,
+                                 "stream_id": stream_id, **payload},
+                    host=record["host"], job_id=stream_id, expires=timeout)
     return stream_id
 
 
 def events(fleet: Fleet, stream_id: str, timeout: float) -> Iterator[dict]:
     """The relay's messages as they come, keepalives on quiet stretches; ends after an end
     event or an error (``{"error": {status, message}}``)."""
-    redis = fleet.store.redis
+    store = fleet.store
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     try:
@@ -96,13 +93,13 @@ def events(fleet: Fleet, stream_id: str, timeout: float) -> Iterator[dict]:
                 yield {"error": {"status": 504, "message": "the stream's deadline passed; the "
                                  "process keeps running (reattach with connect)"}}
                 return
-            redis.set(listen_key(stream_id), "1", ex=LISTEN_TTL)
+            store.listen(stream_id, LISTEN_TTL)
             # Short blocking reads (a Redis client's socket timeout may be shorter than a
             # keepalive interval), each followed by a look at the relaying worker's health.
-            popped = redis.blpop(stream_key(stream_id), timeout=min(WAIT_SLICE, deadline - now))
-            if popped is None:
-                runner = fleet.store.worker_of(stream_id)
-                if runner and not fleet.store.worker_alive(runner):
+            message = store.pop_from_stream(stream_id, min(WAIT_SLICE, deadline - now))
+            if message is None:
+                runner = store.worker_of(stream_id)
+                if runner and not store.worker_alive(runner):
                     error = Unavailable(f"worker {runner} died while relaying the stream")
                     yield {"error": {"status": 503, "message": error.detail}}
                     return
@@ -111,9 +108,8 @@ def events(fleet: Fleet, stream_id: str, timeout: float) -> Iterator[dict]:
                     yield {"event": {"keepalive": {}}}
                 continue
             quiet_since = time.monotonic()
-            message = json.loads(popped[1])
             yield message
             if "error" in message or message.get("done"):
                 return
     finally:
-        redis.delete(listen_key(stream_id))
+        store.stop_listening(stream_id)

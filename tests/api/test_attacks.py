@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from sandbox_api import create_app
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.desktop_paths import desktop_path
 from sandbox_workers import secret
 from sandbox_workers.agent_client import AgentClient, ReplyTooLarge
@@ -56,7 +56,7 @@ def app(settings, store):
     auth._blocked.clear()
     app = create_app(settings.replace(BEARER_TOKEN=TOKEN, FLEET_MAX_BODY_MB=1), extensions=[])
     store.put(NAME, container_name=NAME, state=states.RUNNING, host="test-host", port=40001,
-              session_id="attacked", desktop_token=DESKTOP, runtime_token="the-sandbox-secret")
+              session_id="attacked", desktop_token=DESKTOP, agent_secret="the-sandbox-secret")
     yield app
     auth._blocked.clear()
 
@@ -115,7 +115,7 @@ def test_the_worker_checks_the_desktop_path_again(monkeypatch):
 
     class Agent:
         def address_of(self, name, store):
-            return {"port": 1, "runtime_token": "t", "container_id": "c", "container_name": name}
+            return {"port": 1, "agent_secret": "t", "container_id": "c", "container_name": name}
 
         def request(self, record, method, path, **kwargs):
             asked.append((method, path))
@@ -237,7 +237,7 @@ def hostile():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     Hostile.sent = []
-    yield {"port": server.server_address[1], "runtime_token": "t", "container_id": "c",
+    yield {"port": server.server_address[1], "agent_secret": "t", "container_id": "c",
            "container_name": "hostile"}
     server.shutdown()
     server.server_close()

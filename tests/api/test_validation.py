@@ -3,7 +3,7 @@
 import pytest
 
 from sandbox_api import create_app
-from sandbox_core import store as states
+from sandbox_core import states
 
 TOKEN = "s3cret"
 
@@ -88,7 +88,7 @@ def test_unknown_ids(client):
 
 def test_async_twins_accept_the_sdks_args_bodies(client, store):
     name = store.settings.CONTAINER_PREFIX_KEY + "abc"
-    store.open_record(name, session_id="abc", sandbox_type="base", meta={}, runtime_token="secret",
+    store.open_record(name, session_id="abc", sandbox_type="base", meta={}, agent_secret="secret",
                       desktop_token="desk")
     assert store.finish_create(name, states.WARM)
     info = post(client, "get_info_async", {"args": name}).json["data"]

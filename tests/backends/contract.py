@@ -14,6 +14,9 @@ A subclass sets ``deployment`` (a ``CONTAINER_DEPLOYMENT`` value) and may overri
   failure the others skip at once);
 - ``limits_of(backend, container_id)``: the memory (bytes) and CPUs the runtime applied, where the
   backend can report them, and ``cpus_applied(requested)`` when it rounds them.
+
+A sandbox's agent is called where the worker calls it: ``Container.url`` when the backend gave one
+(a cloud endpoint), else 127.0.0.1:<host_port>.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ import pytest
 import requests
 
 from backends import Backend, Container, ContainerSpec, backend_class
-from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE
-from sandbox_cli.localfleet import free_port
+from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE, session_headers
 from sandbox_core import polling
 from sandbox_core.errors import BackendError, BadRequest, SandboxError
 from sandbox_core.settings import parse_settings
 from tests.conftest import BASE_IMAGE, REQUIRE_DOCKER, docker_unavailable
+from tests.localfleet import free_port
 
 __all__ = ["BASE_IMAGE", "REQUIRE_DOCKER", "BackendContract", "Sandbox", "docker_unavailable"]
 
@@ -45,17 +48,30 @@ class Sandbox:
         self.spec = spec
         self.container = container
         self.token = spec.environment["SECRET_TOKEN"]
-        self.url = f"http://127.0.0.1:{spec.host_port}/fastapi"
+        # Where the worker calls it: 127.0.0.1:<host_port>, or the URL a cloud service gave,
+        # with the session headers every call carries (AgentClient).
+        base = container.url or f"http://127.0.0.1:{spec.host_port}"
+        self.url = f"{base}/fastapi"
+        self.headers = session_headers(container.id)
 
     def get(self, path: str, token: str | None = None, timeout: float = 5) -> requests.Response:
-        headers = {"Authorization": f"Bearer {token or self.token}"}
+        headers = {**self.headers, "Authorization": f"Bearer {token or self.token}"}
         return requests.get(f"{self.url}{path}", headers=headers, timeout=timeout)
+
+    def answers(self) -> bool:
+        """Whether the agent answers /healthz (a refused connection, or a cloud service's error
+        for a stopped or deleted sandbox, is no)."""
+        try:
+            return self.get("/healthz", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
 
     def shell(self, command: str, timeout: float = 30) -> tuple[str, str, int]:
         """(stdout, stderr, returncode) of a command run by the agent's shell tool."""
         response = requests.post(f"{self.url}/tools/run_shell_command",
                                  json={"command": command, "timeout": timeout},
-                                 headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout + 5)
+                                 headers={**self.headers, "Authorization": f"Bearer {self.token}"},
+                                 timeout=timeout + 5)
         assert response.status_code == 200, response.text
         parts = {c.get("description"): c["text"] for c in response.json()["content"]}
         return parts.get("stdout", ""), parts.get("stderr", ""), int(parts.get("returncode", "-1"))
@@ -280,8 +296,7 @@ class BackendContract:
         sandbox = start()
         backend.stop(sandbox.container.id)
         assert backend.status(sandbox.container.id) not in ("running", None)
-        with pytest.raises(requests.RequestException):
-            sandbox.get("/healthz", timeout=2)
+        assert not sandbox.answers()
         backend.start(sandbox.container.id)
         assert backend.status(sandbox.container.id) == "running"
         sandbox.wait_ready(self.ready_timeout)
@@ -300,8 +315,7 @@ class BackendContract:
         backend.remove(sandbox.container.id)  # again: not an error
         backend.remove(sandbox.spec.name)
         backend.remove(f"{prefix}never-made")
-        with pytest.raises(requests.RequestException):
-            sandbox.get("/healthz", timeout=2)
+        assert not sandbox.answers()
 
     def test_remove_by_name(self, backend, start):
         sandbox = start(wait=False)

@@ -24,7 +24,7 @@ import yaml
 from kubernetes import client, config
 
 from sandbox_cli import orphans
-from sandbox_cli.localfleet import free_port
+from tests.localfleet import free_port
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sandbox-fleet" / "k8s"
 

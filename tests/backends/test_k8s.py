@@ -229,9 +229,10 @@ class TestK8sBackend(BackendContract):
         spec = make_spec()
         try:
             container = own.create(spec)
-            assert container.address.startswith("127.0.") and container.address.endswith(":80")
+            assert container.url.startswith("http://127.0.") and container.url.endswith(":80")
             assert "services" not in self.cluster.objects(container.id)
-            answer = requests.get(f"http://{container.address}/fastapi/healthz", timeout=5,
+            assert own.inspect(container.id).url == container.url
+            answer = requests.get(f"{container.url}/fastapi/healthz", timeout=5,
                                   headers={"Authorization": f"Bearer {spec.environment['SECRET_TOKEN']}"})
             assert answer.status_code == 200
         finally:
@@ -335,11 +336,13 @@ def _k8s_fleet(make_fleet, cluster: Cluster, **settings):
                       K8S_NAMESPACE=cluster.namespace, **settings)
 
 
-def test_sdk_session_and_pool_refill_on_a_k8s_fleet(make_fleet, k8s_cluster_env):
-    """The README's SDK example, unchanged, against a fleet whose sandboxes are pods."""
+@pytest.mark.parametrize("access", ["nodeport", "podip"])
+def test_sdk_session_and_pool_refill_on_a_k8s_fleet(make_fleet, k8s_cluster_env, access):
+    """The README's SDK example, unchanged, against a fleet whose sandboxes are pods, reached at
+    the node's port or at the pod's own address (the URL the backend gave, kept in the record)."""
     sandbox = pytest.importorskip("agentscope_runtime.sandbox")
     cluster = k8s_cluster_env
-    fleet = _k8s_fleet(make_fleet, cluster, POOL_SIZE=1)
+    fleet = _k8s_fleet(make_fleet, cluster, POOL_SIZE=1, K8S_ACCESS_MODE=access)
     warm = fleet.wait_for(lambda: [n for n, ready in _fleet_pods(cluster, fleet) if ready],
                           timeout=60, what="the warm pod")
     with sandbox.BaseSandbox(base_url=fleet.url, bearer_token=fleet.token) as sb:
@@ -353,6 +356,8 @@ def test_sdk_session_and_pool_refill_on_a_k8s_fleet(make_fleet, k8s_cluster_env)
         name = sb.sandbox_id
         info = fleet.data("get_info", {"identity": name})
         assert info["container_id"] == warm[0]  # the session got the warm pod...
+        assert info["url"].startswith("http://127.0.") and (access == "nodeport") == (
+            not info["url"].endswith(":80"))
         # ... and the pool is refilled with exactly one more
         fleet.wait_for(lambda: len([r for _, r in _fleet_pods(cluster, fleet) if r]) == 2,
                        timeout=60, what="the pool refilled")

@@ -58,7 +58,7 @@ def test_admin_cli_on_two_hosts(two_hosts):
     assert listed[name]["session"] == "ops" and listed[name]["state"] == "running"
     shown = admin_json(fleet, "show", name)
     assert shown["container_name"] == name and shown["host"] in (here, other.name)
-    assert not {"runtime_token", "desktop_token"} & set(shown), "show must not print secrets"
+    assert not {"agent_secret", "desktop_token"} & set(shown), "show must not print secrets"
     assert name in admin(fleet, "show", name).stdout
 
     # Drain the second host: it takes no more creates, and its idle pool sandboxes go.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox_cli.localfleet import free_port
+from tests.localfleet import free_port
 
 SERVER = [sys.executable, "-m", "sandbox_cli.server"]
 

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from sandbox_core import jobs
-from sandbox_core import store as states
+from sandbox_core import jobs, states
 from sandbox_core.errors import NotFound
 from sandbox_core.fleet import Fleet
+from sandbox_core.store import keys
 from sandbox_workers import rebuild
 
 HOST = "test-host"
@@ -63,7 +63,7 @@ def teardowns_sent(store, host=HOST) -> list[str]:
 def test_a_lock_past_its_ttl_cannot_free_the_next_holders_lock(store):
     first = store.lock("k", 60)
     assert first and store.lock("k", 60) is None
-    store.redis.delete(f"{states.NS}lock:k")  # as when the first holder's TTL ran out
+    store.redis.delete(keys.lock("k"))  # as when the first holder's TTL ran out
     second = store.lock("k", 60)
     assert second and second != first
     store.unlock("k", first)  # the late first holder lets go: the second keeps it
@@ -93,7 +93,7 @@ def test_a_call_keeps_a_sandbox_without_a_session(fleet, store):
     assert fleet.reap_idle() == 0
     assert store.get("busy")["state"] == states.WARM
     # and its next look is scheduled by its idle deadline, not left due
-    assert store.redis.zscore(f"{states.NS}deadlines", "busy") > time.time() + 200
+    assert store.deadline_of("busy") > time.time() + 200
 
 
 def test_warm_pool_sandboxes_and_sessions_are_not_idle_released(fleet, store):
@@ -202,10 +202,10 @@ def test_a_create_re_sent_to_another_worker_is_not_closed(fleet, store):
 
 def test_a_create_whose_caller_still_waits_is_not_closed(fleet, store):
     open_creating(store, "waited", host=HOST, creating_on="lifecycle@dead:1", create_job="j1")
-    store.redis.set(store.waiting_key("j1"), "1", ex=60)  # its caller's job client re-sends it
+    store.expect_reply("j1", 60)  # its caller's job client re-sends it
     age(store, "waited", "created_at", "updated_at")
     assert fleet.reap_idle() == 0
-    store.redis.delete(store.waiting_key("j1"))  # the caller gave up
+    store.stop_waiting("j1")  # the caller gave up
     store.reschedule("waited", 0)
     assert fleet.reap_idle() == 1
 

@@ -4,9 +4,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.errors import CapacityExceeded
-from sandbox_core.store import Store
+from sandbox_core.store import Store, keys
 
 
 def open_warm(store: Store, name: str, pool: str = "base") -> None:
@@ -66,7 +66,7 @@ def test_retire_happens_once_and_frees_the_slot(store):
     assert store.live_count() == 0
     assert store.get("r1")["state"] == states.RELEASED
     assert store.session_keys() == []
-    assert 0 < store.redis.ttl(store.record_key("r1")) <= store.settings.RELEASE_KET_TTL
+    assert 0 < store.redis.ttl(keys.record("r1")) <= store.settings.RELEASE_KET_TTL
 
 
 def test_finish_create_refuses_a_released_record(store):
@@ -109,6 +109,6 @@ def test_find_accepts_a_bare_session_id(store):
 
 def test_reply_reaches_only_a_waiter(store):
     assert not store.reply("job1", "x")
-    store.redis.set(f"{states.NS}waiting:job2", "1")
+    store.expect_reply("job2", 60)
     assert store.reply("job2", "y")
-    assert store.redis.blpop(f"{states.NS}reply:job2", 1)[1] == "y"
+    assert store.pop_reply("job2", 1) == "y"

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 
 from backends.base import Container, ContainerSpec
-from sandbox_cli.localfleet import free_port
 from sandbox_core.settings import parse_settings
+from tests.localfleet import free_port
 
 from .local_process_backend import EVENTS, LocalProcessBackendForTests
 

@@ -10,8 +10,8 @@ import socket
 import pytest
 import requests
 
-from sandbox_cli.localfleet import LocalFleet
 from sandbox_workers.secret import LABEL_SECRET
+from tests.localfleet import LocalFleet
 
 pytestmark = pytest.mark.docker
 

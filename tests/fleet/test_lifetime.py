@@ -7,7 +7,7 @@ import pytest
 from agentscope_runtime.sandbox import BaseSandbox
 
 from backends.base import LABEL_FLEET, LABEL_HOST
-from sandbox_core import store as states
+from sandbox_core import states
 from sandbox_core.settings import parse_settings
 from sandbox_core.store import Store
 from tests.conftest import BASE_IMAGE

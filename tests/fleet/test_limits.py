@@ -38,7 +38,7 @@ def shell(fleet, name: str, command: str) -> dict:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, docker_client):
-    from sandbox_cli.localfleet import LocalFleet
+    from tests.localfleet import LocalFleet
 
     tmp = tmp_path_factory.mktemp("limits")
     (tmp / "small_ext.py").write_text(EXTENSION)

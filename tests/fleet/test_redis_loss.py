@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sandbox_core.store import NS
+from sandbox_core.store.keys import HEARTBEATS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def test_a_redis_loss_keeps_sessions_storage_tokens_and_recycled_workspaces(
     assert shell(fleet, recycled, "echo b > /workspace/b.txt; echo ok") == "ok\n"
 
     # s2 looks idle for long: the reaper recycles it (container gone, workspace and marker kept)
-    fleet_redis(fleet).zadd(f"{NS}heartbeats", {"s2": 0})
+    fleet_redis(fleet).zadd(HEARTBEATS, {"s2": 0})
     fleet.wait_for(lambda: fleet.data("get_info", {"identity": recycled})["state"] == "recycled",
                    what="s2 recycled")
     fleet.wait_for(lambda: len(fleet.containers(docker_client)) == 1, what="its container gone")
@@ -74,3 +74,39 @@ def test_a_redis_loss_keeps_sessions_storage_tokens_and_recycled_workspaces(
                    what="the workspace copied back to its storage path")
     assert fleet.data("release", {"identity": recycled}) is True
     fleet.wait_for(lambda: not fleet.containers(docker_client), what="nothing left running")
+
+
+def test_a_worker_that_starts_against_an_empty_store_adopts_what_its_host_runs(
+        make_fleet, docker_client):
+    """runtime-sandbox-server stopped without AUTO_CLEANUP, then started again: its private Redis
+    is new and empty, but the host remembers the epoch it last saw, so its worker adopts the
+    sandbox it finds (and a session carries on) rather than removing it as a stray."""
+    fleet = make_fleet(POOL_SIZE=0, AUTO_CLEANUP="false")
+    name = fleet.data("create", {"sandbox_type": "base", "meta": {"session_ctx_id": "s1"}})
+    assert shell(fleet, name, "echo kept > /workspace/k.txt; echo ok") == "ok\n"
+    assert fleet.stop() == 0
+    assert [c.name for c in fleet.containers(docker_client)] == [name]  # left running, as asked
+
+    fleet.start()  # same settings: host name, prefix, mount folder; a new private Redis
+    fleet.wait_for(lambda: shell(fleet, name, "cat /workspace/k.txt") == "kept\n", timeout=60,
+                   what="the sandbox adopted by the restarted fleet")
+    assert fleet.data("get_session_mapping", {"session_ctx_id": "s1"}) == [name]
+    assert fleet.data("release", {"identity": name}) is True
+    fleet.wait_for(lambda: not fleet.containers(docker_client), what="released after adoption")
+
+
+def test_a_stray_goes_with_its_workspace_and_its_size_limited_image(make_fleet, docker_client):
+    """The same restart on a host that remembers no epoch (its first run): the container is a
+    stray and is removed, and its workspace folder (a loop-mounted image) is not left behind."""
+    fleet = make_fleet(POOL_SIZE=0, AUTO_CLEANUP="false")
+    name = fleet.data("create", {"sandbox_type": "base"})
+    workspace = Path(fleet.data("get_info", {"identity": name})["mount_dir"])
+    assert shell(fleet, name, "echo x > /workspace/x.txt; echo ok") == "ok\n"
+    assert fleet.stop() == 0
+    for remembered in workspace.parent.glob(".fleet-epoch-*"):
+        remembered.unlink()
+
+    fleet.start()
+    fleet.wait_for(lambda: not fleet.containers(docker_client), what="the stray removed")
+    fleet.wait_for(lambda: not workspace.exists(), what="its workspace removed")
+    assert str(workspace) not in Path("/proc/mounts").read_text()

@@ -25,7 +25,7 @@ def agent(tmp_path_factory):
 
 def test_listing_adds_the_group_and_each_tool_runs_with_its_required_parameter(agent):
     client = AgentClient()
-    record = {"port": agent.port, "runtime_token": TOKEN, "container_id": "generic",
+    record = {"port": agent.port, "agent_secret": TOKEN, "container_id": "generic",
               "container_name": "generic-tools-test"}
     try:
         listed = client.list_tools(record, None, timeout=30)

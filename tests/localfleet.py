@@ -2,7 +2,8 @@
 
 It runs the real ``runtime-sandbox-server`` with a private config (its own port, token, container
 prefix, host name, port range and private Redis), so several can run side by side without touching
-each other's sandboxes, and stops it with SIGTERM as an operator would.
+each other's sandboxes, and stops it with SIGTERM as an operator would. It lives with the tests
+(bench/ uses it too) because it needs ``requests``, a test dependency the installed package lacks.
 """
 
 from __future__ import annotations
@@ -21,9 +22,8 @@ from typing import Any
 
 import requests
 
+from sandbox_cli import commands
 from sandbox_core import polling
-
-from . import commands
 
 
 @contextlib.contextmanager
@@ -187,9 +187,8 @@ class LocalHost:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> LocalHost:
+        from sandbox_cli import orphans
         from sandbox_core.settings import EXTENSIONS_VAR, load_settings
-
-        from . import commands, orphans
 
         env = {**os.environ, "SANDBOX_FLEET_CONFIG": str(self.config)}
         env.pop("REDIS_URL", None)
