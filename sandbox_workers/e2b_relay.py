@@ -1,10 +1,12 @@
-"""Relay one E2B process stream from a sandbox's agent to the API process that serves it.
+"""Relay one E2B stream from a sandbox's agent to the API process that serves it: a process's
+output, a code cell's, or a directory watcher's events.
 
 The agent keeps each process's output in a log read by cursor (envd_process.py); this job
 long-polls it and pushes every event onto a Redis list the API blocks on (``BLPOP``), so output
 reaches the client as it is produced, never by polling Redis. The job stops when the process
 ends, when the stream's deadline passes, or when the API stops listening (its client went away):
-the process itself keeps running, and a later Connect reattaches to it.
+the process itself keeps running, and a later Connect reattaches to it. A watcher is the
+stream's own: it is removed when the relay stops.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
           process: dict | None = None, kind: str = "process") -> None:
     """Start a process (``start``: envd's StartRequest) or follow one (``process``: pid/tag);
     with ``kind="execute"``, run a code cell (``start``: the /execute body) and relay its
-    outputs."""
+    outputs; with ``kind="watch"``, watch a folder (``start``: envd's WatchDirRequest)."""
     store, client = ctx.store, ctx.agent
 
     def push(message: dict) -> None:
@@ -42,9 +44,15 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
         return data
 
     deadline = time.monotonic() + timeout
+    read_path, selector, cursor = f"/envd/{kind}/read", None, 0
     try:
-        read_path, selector, cursor = f"/envd/{kind}/read", None, 0
-        if kind == "execute":
+        if kind == "watch":
+            created = agent("/envd/watch/create", start or {})
+            if created is None:
+                return
+            selector = {"watcherId": created["watcherId"]}
+            push({"event": {"start": {}}})
+        elif kind == "execute":
             started = agent("/envd/execute/start", start or {})
             if started is None:
                 return
@@ -65,8 +73,9 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                return push({"error": {"status": 504, "message": "the stream's deadline passed; "
-                                       "it keeps running in the sandbox"}})
+                after = "" if kind == "watch" else "; it keeps running in the sandbox"
+                return push({"error": {"status": 504,
+                                       "message": f"the stream's deadline passed{after}"}})
             if not store.is_listened(stream_id):
                 log.info("sandbox %s: e2b %s stream has no listener; what it follows keeps "
                          "running", address["container_name"], kind)
@@ -84,4 +93,14 @@ def relay(ctx, address: dict, stream_id: str, timeout: float, start: dict | None
                 return push({"done": True})
     except SandboxError as e:
         push({"error": {"status": e.status, "message": e.detail}})
+    finally:
+        if kind == "watch" and selector is not None:
+            _remove_watcher(client, address, selector)
     return None
+
+
+def _remove_watcher(client, address: dict, selector: dict) -> None:
+    try:
+        client.request(address, "POST", "/envd/watch/remove", json_body=selector, timeout=30)
+    except SandboxError as e:  # the sandbox went: so did its watcher
+        log.info("sandbox %s: watcher not removed: %s", address["container_name"], e.detail)

@@ -145,10 +145,11 @@ def make_fleet(tmp_path, docker_client):
 
 
 @contextlib.contextmanager
-def running_fleet(folder: Path, docker_client, **settings: object) -> Iterator[Fleet]:
+def running_fleet(folder: Path, docker_client, extensions: tuple[str, ...] = (),
+                  **settings: object) -> Iterator[Fleet]:
     """A fleet for the block (for a module-scoped fixture), stopped with SIGTERM after it and
     checked for leaked containers."""
-    fleet = Fleet(folder, **{**_FAST, **settings}).start()
+    fleet = Fleet(folder, **{**_FAST, **settings}).start(*(f"--extension={e}" for e in extensions))
     try:
         yield fleet
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Iterator
 from typing import Any
 
 END_STREAM = 0x02
@@ -56,6 +57,31 @@ def first_message(body: bytes) -> dict:
     if not isinstance(message, dict):
         raise ValueError("the Connect message must be a JSON object")
     return message
+
+
+def read_messages(read: Callable[[int], bytes]) -> Iterator[dict]:
+    """The envelopes of a client stream's body as they arrive (``read(n)`` returns n bytes, or
+    fewer at the body's end); ends at the body's end or an end-of-stream envelope."""
+    while True:
+        header = read(5)
+        if not header:
+            return
+        if len(header) < 5:
+            raise ValueError("the Connect envelope is truncated")
+        flags, size = struct.unpack(">BI", header)
+        if flags & 0x01:
+            raise ValueError("compressed Connect messages are not supported")
+        if size > MAX_MESSAGE:
+            raise ValueError("the Connect message is too large")
+        data = read(size) if size else b""
+        if len(data) < size:
+            raise ValueError("the Connect envelope is truncated")
+        if flags & END_STREAM:
+            return
+        message = json.loads(data or b"{}")
+        if not isinstance(message, dict):
+            raise ValueError("the Connect message must be a JSON object")
+        yield message
 
 
 def timeout_seconds(header: str | None, default: float, most: float) -> float:

@@ -13,11 +13,12 @@ from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from sandbox_core.errors import BadRequest, Conflict
+from sandbox_core.errors import BadRequest, Conflict, NotFound
 from sandbox_core.fleet import Fleet
 
-from . import sandboxes
-from .schemas import ConnectBody, CreateBody, ListQuery, TimeoutBody
+from .. import openapi
+from . import sandboxes, streams
+from .schemas import ConnectBody, CreateBody, ListQuery, ManyMetricsQuery, MetricsQuery, TimeoutBody
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def connect(sandbox_id: str):
 
 @bp.route("/sandboxes/<sandbox_id>", methods=["GET"])
 def get(sandbox_id: str):
-    return jsonify(sandboxes.listed(sandboxes.find(fleet(), sandbox_id), with_token=True))
+    return jsonify(sandboxes.listed(fleet(), sandboxes.find(fleet(), sandbox_id), with_token=True))
 
 
 @bp.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
@@ -113,16 +114,53 @@ def pause(sandbox_id: str):
 
 
 @bp.route("/sandboxes/<sandbox_id>/metrics", methods=["GET"])
+@openapi.doc(summary="A sandbox's CPU, memory and disk use now (one sample; none while paused)",
+             query=MetricsQuery, tags=["e2b"],
+             responses={200: "a list of SandboxMetric", 400: "a bad start or end",
+                        404: "no such sandbox"})
 def metrics(sandbox_id: str):
-    sandboxes.find(fleet(), sandbox_id)
-    return jsonify([])  # not measured yet (docs/e2b.md)
+    query = MetricsQuery().load(request.args.to_dict())
+    sample = _sample(fleet(), sandboxes.find(fleet(), sandbox_id))
+    if sample is None or not (query["start"] or 0) <= sample["timestampUnix"] <= \
+            (query["end"] if query["end"] is not None else sample["timestampUnix"]):
+        return jsonify([])
+    return jsonify([sample])
+
+
+@bp.route("/sandboxes/metrics", methods=["GET"])
+@openapi.doc(summary="The latest metrics of several sandboxes, by sandboxID", tags=["e2b"],
+             query=ManyMetricsQuery,
+             responses={200: "{sandboxes: {sandboxID: SandboxMetric}}; unknown and paused "
+                             "sandboxes are left out", 400: "no or too many sandbox_ids"})
+def metrics_of_many():
+    query = ManyMetricsQuery().load(request.args.to_dict())
+    f, found = fleet(), {}
+    for sandbox_id in dict.fromkeys(i for i in query["sandbox_ids"].split(",") if i):
+        try:
+            sample = _sample(f, sandboxes.find(f, sandbox_id))
+        except NotFound:
+            continue
+        if sample is not None:
+            found[sandbox_id] = sample
+    return jsonify(sandboxes=found)
+
+
+def _sample(f: Fleet, record: dict) -> dict | None:
+    """The agent's reading of its cgroup (images/agent/sandbox_agent/envd_metrics.py); None for
+    a paused sandbox, whose processes (the agent too) are frozen."""
+    if record.get("e2b_paused"):
+        return None
+    reply = streams.call(f, record, "GET", "envd/metrics", timeout=30)
+    if reply.status != 200:
+        raise streams.agent_error(reply.status, reply.detail)
+    return reply.json()
 
 
 @bp.route("/sandboxes", methods=["GET"])
 def list_running():
     """The older list: every running sandbox, no paging."""
     query = ListQuery().load({"metadata": request.args.get("metadata", ""), "state": "running"})
-    return jsonify([sandboxes.listed(r) for r in _matching(query)])
+    return jsonify([sandboxes.listed(fleet(), r) for r in _matching(query)])
 
 
 @bp.route("/v2/sandboxes", methods=["GET"])
@@ -131,7 +169,7 @@ def list_v2():
     found = _matching(query)
     start = _offset(query["nextToken"])
     page = found[start:start + query["limit"]]
-    response = jsonify([sandboxes.listed(r) for r in page])
+    response = jsonify([sandboxes.listed(fleet(), r) for r in page])
     if start + query["limit"] < len(found):
         response.headers["x-next-token"] = base64.urlsafe_b64encode(
             str(start + query["limit"]).encode()).decode()

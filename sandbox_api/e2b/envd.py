@@ -8,7 +8,7 @@ parts, each one agent call, so neither this process nor the broker holds a whole
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -16,13 +16,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sandbox_core.errors import BadRequest, NotFound, SandboxError
 from sandbox_core.fleet import Fleet
 
-from .. import auth
-from . import connect, sandboxes, streams
+from .. import auth, openapi
+from . import connect, rpc_streams, sandboxes, streams
 
 bp = Blueprint("e2b_envd", __name__)
 
 CHUNK = 4 << 20
 MAX_STREAM = 3600.0  # the agent job's own limit
+INPUT_TIMEOUT = 60.0  # a StreamInput without Connect-Timeout-Ms (the SDK's own default)
 MAX_JSON = 4 << 20
 
 #: Connect methods served by one agent call: (service, method) -> agent route.
@@ -31,13 +32,16 @@ UNARY = {
     ("process.Process", "SendSignal"): "envd/process/signal",
     ("process.Process", "SendInput"): "envd/process/input",
     ("process.Process", "CloseStdin"): "envd/process/close_stdin",
+    ("process.Process", "Update"): "envd/process/update",
     ("filesystem.Filesystem", "Stat"): "envd/fs/stat",
     ("filesystem.Filesystem", "ListDir"): "envd/fs/list_dir",
     ("filesystem.Filesystem", "MakeDir"): "envd/fs/make_dir",
     ("filesystem.Filesystem", "Move"): "envd/fs/move",
     ("filesystem.Filesystem", "Remove"): "envd/fs/remove",
+    ("filesystem.Filesystem", "CreateWatcher"): "envd/watch/create",
+    ("filesystem.Filesystem", "GetWatcherEvents"): "envd/watch/events",
+    ("filesystem.Filesystem", "RemoveWatcher"): "envd/watch/remove",
 }
-STREAMS = {("process.Process", "Start"), ("process.Process", "Connect")}
 
 
 class TooManyFailures(SandboxError):
@@ -104,9 +108,22 @@ def small_json() -> dict:
 # -- Connect RPC ---------------------------------------------------------------------------------
 
 @bp.route("/<any('process.Process', 'filesystem.Filesystem'):service>/<method>", methods=["POST"])
+@openapi.doc(summary="envd's Connect RPC (process and filesystem services)", tags=["e2b envd"],
+             description="Unary: " + ", ".join(f"{s}/{m}" for s, m in UNARY) + ". Server "
+             "streams (application/connect+json): " + ", ".join(
+                 f"{s}/{m}" for s, m in rpc_streams.SERVER_STREAMS) + ". Client stream: "
+             + ", ".join(f"{s}/{m}" for s, m in rpc_streams.CLIENT_STREAMS) + ".",
+             responses={200: "the method's answer", 400: "a bad message",
+                        404: "no such process, path or watcher", 501: "a method not served",
+                        502: "the sandbox is not running"})
 def rpc(service: str, method: str):
-    if (service, method) in STREAMS:
-        return _stream(method)
+    if (service, method) in rpc_streams.SERVER_STREAMS:
+        timeout = _stream_timeout()
+        return rpc_streams.server_stream(fleet(), method, target, small_body(), timeout)
+    if (service, method) in rpc_streams.CLIENT_STREAMS:
+        read, set_read_timeout = _body_reader()
+        return rpc_streams.stream_input(fleet(), target, read, set_read_timeout,
+                                        _stream_timeout(default=INPUT_TIMEOUT))
     route = UNARY.get((service, method))
     if route is None:
         raise Unimplemented(f"{service}/{method} is not served by this fleet (docs/e2b.md)")
@@ -114,50 +131,26 @@ def rpc(service: str, method: str):
     return jsonify(streams.call_json(fleet(), record, route, small_json()))
 
 
+def _stream_timeout(default: float = MAX_STREAM) -> float:
+    return connect.timeout_seconds(request.headers.get("Connect-Timeout-Ms"), default, MAX_STREAM)
+
+
+def _body_reader() -> tuple[Callable[[int], bytes], Callable[[float | None], None]]:
+    """``read(n)`` that returns as soon as n bytes of the request body are in, and how to give
+    those reads a deadline. gunicorn's ``wsgi.input`` reads at least 1 KiB ahead, so a small
+    envelope would wait for the next ones or the body's end: its own chunk (or length) reader
+    returns at once. gunicorn hands the connection's socket to the app for the deadline; a
+    test client's body is all there, so its reads cannot block."""
+    body = request.environ.get("wsgi.input")
+    reader, buffered = getattr(body, "reader", None), getattr(body, "buf", None)
+    sock = request.environ.get("gunicorn.socket")
+    if reader is None or buffered is None or buffered.tell() or sock is None:
+        return request.stream.read, lambda seconds: None
+    return reader.read, sock.settimeout
+
+
 class Unimplemented(SandboxError):
     status = 501
-
-
-def _stream(method: str) -> Response:
-    timeout = connect.timeout_seconds(request.headers.get("Connect-Timeout-Ms"), MAX_STREAM,
-                                      MAX_STREAM)
-    try:
-        message = connect.first_message(small_body())
-        record = target()
-        if method == "Start":
-            stream_id = streams.open_stream(fleet(), record, timeout, start=message)
-        else:
-            selector = message.get("process") or {}
-            if not isinstance(selector, dict) or not (selector.get("pid") or selector.get("tag")):
-                raise BadRequest("process.pid or process.tag is required")
-            stream_id = streams.open_stream(fleet(), record, timeout, process=selector)
-    except ValueError as e:
-        return _stream_response(iter([connect.end_stream(400, str(e))]))
-    except SandboxError as e:
-        return _stream_response(iter([connect.end_stream(e.status, e.detail)]))
-    return _stream_response(_frames(streams.events(fleet(), stream_id, timeout)))
-
-
-def _frames(messages: Iterator[dict]) -> Iterator[bytes]:
-    try:
-        for message in messages:
-            if "error" in message:
-                yield connect.end_stream(message["error"]["status"], message["error"]["message"])
-                return
-            yield connect.envelope({"event": message["event"]})
-            if message.get("done"):
-                yield connect.end_stream()
-                return
-        yield connect.end_stream()
-    finally:
-        messages.close()  # stops the relay if the client went away
-
-
-def _stream_response(frames: Iterator[bytes]) -> Response:
-    response = Response(frames, status=200, content_type="application/connect+json")
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Accel-Buffering"] = "no"  # a reverse proxy must not hold the output back
-    return response
 
 
 # -- /files and /health --------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import secrets
 import time
 from datetime import UTC, datetime
 
-from sandbox_core import states
+from sandbox_core import limits, states
 from sandbox_core.errors import BadRequest, NotFound
 from sandbox_core.fleet import Fleet
 from sandbox_core.registry import get_spec, known_types
@@ -111,12 +112,13 @@ def created(record: dict) -> dict:
             "envdAccessToken": record.get("e2b_token")}
 
 
-def listed(record: dict, with_token: bool = False) -> dict:
+def listed(fleet: Fleet, record: dict, with_token: bool = False) -> dict:
     """An item of the list; with the token, the body of GET /sandboxes/{id}."""
+    cpus, memory_mb = _limits(fleet, record)
     item = {"templateID": record["e2b_template"], "sandboxID": sandbox_id(record),
             "clientID": CLIENT_ID, "startedAt": _time(_float(record.get("e2b_started_at"))),
             "endAt": _time(_float(record.get("e2b_expires_at"))),
-            "cpuCount": int(float(record.get("cpus") or 1)), "memoryMB": _memory_mb(record),
+            "cpuCount": cpus, "memoryMB": memory_mb,
             "diskSizeMB": 0, "state": state(record), "envdVersion": ENVD_VERSION,
             "metadata": metadata(record)}
     if with_token:
@@ -128,15 +130,14 @@ def _float(value) -> float | None:
     return float(value) if value else None
 
 
-def _memory_mb(record: dict) -> int:
-    memory = str(record.get("memory") or "").lower()
-    units = {"k": 1 / 1024, "m": 1, "g": 1024}
+def _limits(fleet: Fleet, record: dict) -> tuple[int, int]:
+    """(cpuCount, memoryMB) the sandbox runs with: its create's, else its type's (0: none)."""
     try:
-        if memory and memory[-1] in units:
-            return int(float(memory[:-1]) * units[memory[-1]])
-        return int(int(memory) / (1 << 20)) if memory else 0
-    except ValueError:
-        return 0
+        spec = get_spec(fleet.settings, record.get("sandbox_type") or "")
+        memory, cpus = limits.effective(spec.sandbox_type, spec.resource_limits, record)
+        return max(1, math.ceil(cpus or 1)), limits.size_bytes(memory, "memory") >> 20 if memory else 0
+    except (BadRequest, ValueError):  # a type unregistered since, or an odd record
+        return 1, 0
 
 
 def live_records(fleet: Fleet) -> list[dict]:

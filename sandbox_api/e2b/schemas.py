@@ -65,3 +65,27 @@ class ListQuery(Schema):
         wanted = {s for s in data["state"].split(",") if s}
         if not wanted <= {"running", "paused"}:
             raise ValidationError("must be running, paused or both (comma separated)", "state")
+
+
+class MetricsQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    start = fields.Integer(load_default=None, validate=validate.Range(min=0),
+                           metadata={"description": "unix seconds: no sample before it"})
+    end = fields.Integer(load_default=None, validate=validate.Range(min=0),
+                         metadata={"description": "unix seconds: no sample after it"})
+
+
+class ManyMetricsQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    sandbox_ids = fields.String(required=True, validate=validate.Length(min=1, max=100 * 80),
+                                metadata={"description": "comma-separated sandboxIDs (at most 100)"})
+
+    @validates_schema
+    def _ids(self, data: dict, **kwargs) -> None:
+        ids = [i for i in data["sandbox_ids"].split(",") if i]
+        if not ids or len(ids) > 100:
+            raise ValidationError("must name 1 to 100 sandboxes", "sandbox_ids")

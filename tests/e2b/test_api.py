@@ -62,14 +62,44 @@ def test_envd_calls_for_an_unknown_sandbox_say_it_was_not_found(client):
     assert r.status_code == 502 and r.json["code"] == 502
     r = client.post("/filesystem.Filesystem/Stat", json={"path": "/"}, headers=ENVD)
     assert r.status_code == 503 and r.json["code"] == "unavailable"
-    r = client.post("/filesystem.Filesystem/WatchDir", json={}, headers=ENVD)
+    r = client.post("/filesystem.Filesystem/Chown", json={}, headers=ENVD)
     assert r.status_code == 501 and r.json["code"] == "unimplemented"
-    body = connect.envelope({"process": {"cmd": "true"}})
-    r = client.post("/process.Process/Start", data=body, headers={
-        **ENVD, "Content-Type": "application/connect+json"})
-    assert r.status_code == 200
-    flags, size = struct.unpack(">BI", r.data[:5])
-    assert flags == connect.END_STREAM and r.data[5:5 + size].startswith(b'{"error":{"code":"unavailable"')
+    streamed = {**ENVD, "Content-Type": "application/connect+json"}
+    for method, message in (("process.Process/Start", {"process": {"cmd": "true"}}),
+                            ("filesystem.Filesystem/WatchDir", {"path": "/tmp"}),
+                            ("process.Process/StreamInput", {"start": {"process": {"pid": 1}}})):
+        r = client.post(f"/{method}", data=connect.envelope(message), headers=streamed)
+        assert r.status_code == 200
+        flags, size = struct.unpack(">BI", r.data[:5])
+        assert flags == connect.END_STREAM
+        assert r.data[5:5 + size].startswith(b'{"error":{"code":"unavailable"'), method
+
+
+def test_metrics_validate_their_queries(client):
+    r = client.get("/sandboxes/unknown/metrics", headers=KEY)
+    assert r.status_code == 404 and r.json["message"] == "sandbox unknown not found"
+    r = client.get("/sandboxes/unknown/metrics?start=yesterday", headers=KEY)
+    assert r.status_code == 400 and r.json["message"].startswith("start:")
+    r = client.get("/sandboxes/metrics", headers=KEY)
+    assert r.status_code == 400 and "sandbox_ids" in r.json["message"]
+    r = client.get("/sandboxes/metrics?sandbox_ids=" + ",".join(["x"] * 101), headers=KEY)
+    assert r.status_code == 400 and "1 to 100" in r.json["message"]
+    assert client.get("/sandboxes/metrics?sandbox_ids=a,b", headers=KEY).json == {"sandboxes": {}}
+    assert client.get("/sandboxes/metrics?sandbox_ids=a").status_code == 401
+
+
+def test_client_stream_framing():
+    import io
+
+    body = io.BytesIO(connect.envelope({"start": {"process": {"pid": 7}}})
+                      + connect.envelope({"data": {"input": {"stdin": "aGk="}}})
+                      + connect.envelope({}, connect.END_STREAM) + b"ignored")
+    assert list(connect.read_messages(body.read)) == [{"start": {"process": {"pid": 7}}},
+                                                      {"data": {"input": {"stdin": "aGk="}}}]
+    with pytest.raises(ValueError, match="truncated"):
+        list(connect.read_messages(io.BytesIO(connect.envelope({"a": 1})[:-1]).read))
+    with pytest.raises(ValueError, match="compressed"):
+        list(connect.read_messages(io.BytesIO(b"\x01\x00\x00\x00\x00").read))
 
 
 def test_connect_framing():

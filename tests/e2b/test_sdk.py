@@ -224,3 +224,15 @@ def test_pause_keeps_files_and_processes(e2b_fleet, docker_client):
     name = e2b_fleet.prefix + sb.sandbox_id
     e2b_fleet.wait_for(lambda: name not in live_names(e2b_fleet, docker_client),
                        what="the killed paused sandbox's container to go")
+
+
+def test_info_and_metrics_agree_on_the_containers_limits(e2b_fleet):
+    """get_metrics reads the container's own cgroup: its total is the sandbox's limit (the base
+    type's default 1 GiB and 1 CPU), the figures get_info gives."""
+    sb = e2b.Sandbox.create()
+    try:
+        info, [sample] = sb.get_info(), sb.get_metrics()
+        assert (info.memory_mb, info.cpu_count) == (1024, 1)
+        assert (sample.mem_total, sample.cpu_count) == (1 << 30, 1)
+    finally:
+        sb.kill()

@@ -1,7 +1,7 @@
 """The agent's ``/envd/*`` routes: what the fleet's E2B API (sandbox_api/e2b) asks of a sandbox.
 
-Processes, the file system and code contexts live in their own modules, imported on first use,
-so an agent nobody speaks E2B to stays as small as before.
+Processes (and ptys), the file system, watchers, metrics and code contexts live in their own
+modules, imported on first use, so an agent nobody speaks E2B to stays as small as before.
 """
 
 from __future__ import annotations
@@ -27,6 +27,16 @@ def routes(app: App) -> dict[str, dict[str, Handler]]:
 
         s = app.settings
         return app.service("envd_contexts", lambda: Contexts(s.child_env, s.kernel_start_timeout))
+
+    def watchers() -> Any:
+        from .envd_watch import Watchers
+
+        return app.service("envd_watchers", Watchers)
+
+    def metrics(request: Request) -> Response:
+        from .envd_metrics import Metrics
+
+        return json_response(app.service("envd_metrics", Metrics).sample())
 
     def call(service, method: str):
         return lambda request: json_response(getattr(service(), method)(request.json()))
@@ -74,6 +84,12 @@ def routes(app: App) -> dict[str, dict[str, Handler]]:
         "/envd/process/signal": {"POST": call(processes, "signal")},
         "/envd/process/input": {"POST": call(processes, "send_input")},
         "/envd/process/close_stdin": {"POST": call(processes, "close_stdin")},
+        "/envd/process/update": {"POST": call(processes, "update")},
+        "/envd/watch/create": {"POST": call(watchers, "create")},
+        "/envd/watch/read": {"POST": call(watchers, "read")},
+        "/envd/watch/events": {"POST": call(watchers, "take")},
+        "/envd/watch/remove": {"POST": call(watchers, "remove")},
+        "/envd/metrics": {"GET": metrics},
         "/envd/fs/stat": {"POST": fs("stat_entry")},
         "/envd/fs/list_dir": {"POST": fs("list_dir")},
         "/envd/fs/make_dir": {"POST": fs("make_dir")},

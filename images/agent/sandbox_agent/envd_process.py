@@ -1,4 +1,5 @@
-"""E2B envd's process service: start, follow output by cursor, list, signal, stdin.
+"""E2B envd's process service: start (on pipes or a pty), follow output by cursor, list,
+signal, stdin, resize.
 
 A process outlives whoever started it. Its output goes to a bounded log that readers follow by
 cursor (the fleet's worker relays it to the API), so a reader that goes away leaves the process
@@ -90,12 +91,30 @@ class EventLog:
 
 
 class Proc(EventLog):
-    def __init__(self, popen: subprocess.Popen, config: dict[str, Any], tag: str | None) -> None:
+    def __init__(self, popen: subprocess.Popen, config: dict[str, Any], tag: str | None,
+                 master: int | None = None) -> None:
         super().__init__()
         self.popen = popen
         self.pid = popen.pid
         self.config = config
         self.tag = tag
+        self.master = master  # a pty process's terminal (None once closed); else it has pipes
+        self.is_pty = master is not None
+        self.io_lock = threading.Lock()  # no write to a master fd number closed and reused
+
+    def write_pty(self, data: bytes) -> None:
+        with self.io_lock:
+            if self.master is None:
+                raise HTTPError(400, f"process {self.pid} has no open pty")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.master, view):]
+
+    def close_pty(self) -> None:
+        with self.io_lock:
+            if self.master is not None:
+                os.close(self.master)
+                self.master = None
 
     def read(self, cursor: int, wait: float) -> dict[str, Any]:
         return {"pid": self.pid, **super().read(cursor, wait)}
@@ -118,17 +137,23 @@ class ProcessTable:
             raise bad_request("process.args must be a list of strings")
         if not isinstance(envs, dict):
             raise bad_request("process.envs must be an object")
-        if body.get("pty"):
-            raise HTTPError(501, "pty is not supported by this sandbox")
         cwd = home_or_root(config.get("cwd"))
         env = {**self._env, **{str(k): str(v) for k, v in envs.items()}}
+        master = None
         try:
-            popen = procs.spawn([cmd, *args], cwd, env, oom_victim=True,
-                                stdin=subprocess.PIPE if body.get("stdin") else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            if body.get("pty"):
+                from . import envd_pty
+
+                rows, cols = envd_pty.size_of(body["pty"])
+                popen, master = envd_pty.spawn([cmd, *args], cwd, env, rows, cols)
+            else:
+                popen = procs.spawn([cmd, *args], cwd, env, oom_victim=True,
+                                    stdin=subprocess.PIPE if body.get("stdin") else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except FileNotFoundError as exc:
             raise HTTPError(404, f"cannot start {cmd!r} in {cwd!r}: {exc.strerror}") from None
-        proc = Proc(popen, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd}, body.get("tag"))
+        proc = Proc(popen, {"cmd": cmd, "args": args, "envs": envs, "cwd": cwd}, body.get("tag"),
+                    master)
         with self._lock:
             self._forget_ended()
             self._procs[proc.pid] = proc
@@ -139,10 +164,13 @@ class ProcessTable:
     def _pump(self, proc: Proc) -> None:
         """Move the process's output into its log until it exits, then record the end."""
         popen = proc.popen
-        names = {popen.stdout.fileno(): "stdout", popen.stderr.fileno(): "stderr"}
+        if proc.master is not None:
+            names = {proc.master: "pty"}
+        else:
+            names = {popen.stdout.fileno(): "stdout", popen.stderr.fileno(): "stderr"}
         with selectors.DefaultSelector() as sel:
-            for stream in (popen.stdout, popen.stderr):
-                sel.register(stream, selectors.EVENT_READ)
+            for fd in names:
+                sel.register(fd, selectors.EVENT_READ)
             exited_at = None
             while sel.get_map():
                 # After the process exits, a child it left running may hold the pipes: read
@@ -152,13 +180,17 @@ class ProcessTable:
                 if exited_at is not None and time.monotonic() - exited_at > 0.2:
                     break
                 for key, _ in sel.select(0.05 if exited_at else 0.5):
-                    chunk = os.read(key.fd, 65536)
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except OSError:  # a pty's master: EIO once nothing holds the terminal
+                        chunk = b""
                     if not chunk:
                         sel.unregister(key.fileobj)
                         continue
                     proc.add({"data": {names[key.fd]: base64.b64encode(chunk).decode()}},
                              len(chunk))
         code = popen.wait()
+        proc.close_pty()
         for stream in (popen.stdout, popen.stderr, popen.stdin):
             if stream is not None:
                 stream.close()
@@ -212,12 +244,35 @@ class ProcessTable:
         return {}
 
     def send_input(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``input`` is envd's ProcessInput: ``{stdin: b64}`` or ``{pty: b64}``. A pty process
+        has no pipes: its input is what is typed at its terminal, either way."""
         proc = self.find(body.get("process"))
-        data = base64.b64decode((body.get("input") or {}).get("stdin") or "")
+        given = body.get("input") if isinstance(body.get("input"), dict) else {}
+        try:
+            data = base64.b64decode(given.get("pty") or given.get("stdin") or "", validate=True)
+        except (ValueError, TypeError):
+            raise bad_request("input must be base64") from None
+        if proc.is_pty or "pty" in given:
+            proc.write_pty(data)
+            return {}
         if proc.popen.stdin is None or proc.popen.stdin.closed:
             raise HTTPError(400, f"process {proc.pid} has no open stdin")
         proc.popen.stdin.write(data)
         proc.popen.stdin.flush()
+        return {}
+
+    def update(self, body: dict[str, Any]) -> dict[str, Any]:
+        """envd's Update: a pty's new size (``pty: {size: {rows, cols}}``)."""
+        proc = self.find(body.get("process"))
+        if body.get("pty") is None:
+            return {}
+        from . import envd_pty
+
+        rows, cols = envd_pty.size_of(body["pty"])
+        with proc.io_lock:
+            if proc.master is None:
+                raise HTTPError(400, f"process {proc.pid} has no open pty")
+            envd_pty.resize(proc.master, rows, cols)
         return {}
 
     def close_stdin(self, body: dict[str, Any]) -> dict[str, Any]:

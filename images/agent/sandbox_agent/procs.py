@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 #: Raise the new process's OOM score to the most, then become ``argv`` (exec keeps the pid).
 #: Raising needs no capability; the agent cannot lower its own, so this is how it stays alive.
-_OOM_VICTIM = ["/bin/sh", "-c", '{ echo 1000 >/proc/self/oom_score_adj; } 2>/dev/null; exec "$@"', "sh"]
+OOM_VICTIM = ["/bin/sh", "-c", '{ echo 1000 >/proc/self/oom_score_adj; } 2>/dev/null; exec "$@"', "sh"]
 #: The sandbox's memory cgroup as it sees it: v2, then v1.
 _CGROUP_V2, _CGROUP_V1 = "/sys/fs/cgroup", "/sys/fs/cgroup/memory"
 
@@ -28,7 +28,7 @@ def spawn(argv: Sequence[str], cwd: str, env: Mapping[str, str], oom_victim: boo
 
     With ``oom_victim``, it and everything it starts are what the kernel kills first when the
     sandbox runs out of memory, so the agent itself lives on to say so."""
-    argv = [*_OOM_VICTIM, *argv] if oom_victim else list(argv)
+    argv = [*OOM_VICTIM, *argv] if oom_victim else list(argv)
     return subprocess.Popen(argv, cwd=cwd, env=dict(env), start_new_session=True, **kwargs)
 
 
