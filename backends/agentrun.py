@@ -33,9 +33,10 @@ PAGE = 100
 class AgentRunBackend(cloud.CloudBackend):
     name = deployment = "agentrun"
     service = "AgentRun"
+    prefix_setting = "AGENT_RUN_PREFIX"
 
     def __init__(self, settings) -> None:
-        super().__init__(settings, "AGENT_RUN_PREFIX")
+        super().__init__(settings)
         s = settings
         self.network = _network(s)
         self.log_config = _log_config(s)
@@ -47,6 +48,14 @@ class AgentRunBackend(cloud.CloudBackend):
         self.api = cloud.Api(Client(config), service="AgentRun", endpoint=endpoint,
                              variables="AGENT_RUN")
         self.check_access(lambda: self._list_page(1, 1))
+
+    @classmethod
+    def check_settings(cls, settings) -> None:
+        super().check_settings(settings)
+        cloud.require_keys("agentrun", settings.AGENT_RUN_ACCESS_KEY_ID,
+                           settings.AGENT_RUN_ACCESS_KEY_SECRET, "AGENT_RUN")
+        _network(settings)
+        _log_config(settings)
 
     def default_limits(self) -> dict:
         return cloud.default_limits(self.settings.AGENT_RUN_MEMORY, self.settings.AGENT_RUN_CPU)

@@ -115,6 +115,11 @@ class Backend(ABC):
         backends' upstream settings); None: the fleet's defaults per type (sandbox_core.limits)."""
         return None
 
+    @classmethod
+    def check_settings(cls, settings: Settings) -> None:
+        """Raise SettingsError for settings this backend cannot run with, without any I/O (the
+        server calls it before it starts anything; the constructor may check more, connecting)."""
+
     def image_labels(self, image: str) -> dict[str, str]:
         """The labels of an image on this host ({} where the backend cannot tell)."""
         return {}

@@ -159,13 +159,17 @@ def client_config(*, service: str, access_key_id: str | None, access_key_secret:
     """The SDK's configuration; SettingsError when the access key is missing."""
     from alibabacloud_tea_openapi import models as open_api_models
 
-    if not access_key_id or not access_key_secret:
-        raise SettingsError(f"CONTAINER_DEPLOYMENT={service} needs {variables}_ACCESS_KEY_ID and "
-                            f"{variables}_ACCESS_KEY_SECRET (docs/backends.md)")
+    require_keys(service, access_key_id, access_key_secret, variables)
     return open_api_models.Config(
         access_key_id=access_key_id, access_key_secret=access_key_secret, region_id=region,
         endpoint=endpoint, protocol=protocol, connect_timeout=CONNECT_TIMEOUT_MS,
         read_timeout=READ_TIMEOUT_MS)
+
+
+def require_keys(service: str, key_id: str | None, secret: str | None, variables: str) -> None:
+    if not key_id or not secret:
+        raise SettingsError(f"CONTAINER_DEPLOYMENT={service} needs {variables}_ACCESS_KEY_ID and "
+                            f"{variables}_ACCESS_KEY_SECRET (docs/backends.md)")
 
 
 class Api:
@@ -269,14 +273,20 @@ class CloudBackend(Backend):
 
     service = ""  # "AgentRun", "Function Compute"
     deployment = ""  # the CONTAINER_DEPLOYMENT value
+    prefix_setting = ""  # AGENT_RUN_PREFIX, FC_PREFIX
 
-    def __init__(self, settings: Any, prefix_setting: str) -> None:
+    def __init__(self, settings: Any) -> None:
         super().__init__(settings)
-        self.prefix = check_prefix(prefix_setting, getattr(settings, prefix_setting))
+        self.check_settings(settings)
+        self.prefix = getattr(settings, self.prefix_setting)
+
+    @classmethod
+    def check_settings(cls, settings: Any) -> None:
+        check_prefix(cls.prefix_setting, getattr(settings, cls.prefix_setting))
         if settings.READONLY_MOUNTS:
-            raise SettingsError(f"READONLY_MOUNTS are host folders, which a {self.service} "
+            raise SettingsError(f"READONLY_MOUNTS are host folders, which a {cls.service} "
                                 f"sandbox cannot mount; remove them for "
-                                f"CONTAINER_DEPLOYMENT={self.deployment}")
+                                f"CONTAINER_DEPLOYMENT={cls.deployment}")
 
     def check_access(self, list_one: Callable[[], Any]) -> None:
         """The credentials and the endpoint, checked once at start (SettingsError if refused)."""

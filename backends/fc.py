@@ -39,13 +39,11 @@ PAGE = 100
 class FCBackend(cloud.CloudBackend):
     name = deployment = "fc"
     service = "Function Compute"
+    prefix_setting = "FC_PREFIX"
 
     def __init__(self, settings) -> None:
-        super().__init__(settings, "FC_PREFIX")
+        super().__init__(settings)
         s = settings
-        if not s.FC_ENDPOINT and not s.FC_ACCOUNT_ID:
-            raise SettingsError("CONTAINER_DEPLOYMENT=fc needs FC_ACCOUNT_ID (its endpoint is "
-                                "<FC_ACCOUNT_ID>.<FC_REGION_ID>.fc.aliyuncs.com), or FC_ENDPOINT")
         self.vpc = _vpc(s)
         self.log_config = _log_config(s)
         endpoint = s.FC_ENDPOINT or f"{s.FC_ACCOUNT_ID}.{s.FC_REGION_ID}.fc.aliyuncs.com"
@@ -59,6 +57,16 @@ class FCBackend(cloud.CloudBackend):
 
     def default_limits(self) -> dict:
         return cloud.default_limits(self.settings.FC_MEMORY, self.settings.FC_CPU)
+
+    @classmethod
+    def check_settings(cls, settings) -> None:
+        super().check_settings(settings)
+        if not settings.FC_ENDPOINT and not settings.FC_ACCOUNT_ID:
+            raise SettingsError("CONTAINER_DEPLOYMENT=fc needs FC_ACCOUNT_ID (its endpoint is "
+                                "<FC_ACCOUNT_ID>.<FC_REGION_ID>.fc.aliyuncs.com), or FC_ENDPOINT")
+        cloud.require_keys("fc", settings.FC_ACCESS_KEY_ID, settings.FC_ACCESS_KEY_SECRET, "FC")
+        _vpc(settings)
+        _log_config(settings)
 
     # -- the Backend interface -----------------------------------------------------------------
 

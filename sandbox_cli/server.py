@@ -78,7 +78,8 @@ def main(config_file: str | None, extensions: tuple[str, ...], log_level: str | 
             settings = settings.replace(LOG_LEVEL=log_level.lower())
         logs.setup(settings, role="server")
         load_extensions(settings, extensions)
-        backend_class(settings.CONTAINER_DEPLOYMENT)  # a backend not built yet says so now
+        # a backend that cannot run with these settings (or is missing a package) says so now
+        backend_class(settings.CONTAINER_DEPLOYMENT).check_settings(settings)
     except SettingsError as e:
         raise click.ClickException(str(e)) from None
     Supervisor(settings, config_file, extensions, log_level).run()

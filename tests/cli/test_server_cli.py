@@ -14,7 +14,8 @@ def run_server(tmp_path, *args, env=None):
 @pytest.mark.parametrize("line,expected", [
     ("POOL_SIZE=lots", "POOL_SIZE='lots' is not valid"),
     ("PORT_RANGE=[9,1]", "PORT_RANGE"),
-    ("CONTAINER_DEPLOYMENT=fc", "CONTAINER_DEPLOYMENT=fc: the Function Compute cloud backend is not built"),
+    ("CONTAINER_DEPLOYMENT=fc", "CONTAINER_DEPLOYMENT=fc needs FC_ACCOUNT_ID"),
+    ("CONTAINER_DEPLOYMENT=agentrun", "CONTAINER_DEPLOYMENT=agentrun needs AGENT_RUN_ACCESS_KEY_ID"),
     ("CONTAINER_DEPLOYMENT=cloud", "CONTAINER_DEPLOYMENT=cloud"),
     ("DEFAULT_SANDBOX_TYPE=base,nonesuch", "DEFAULT_SANDBOX_TYPE: unknown sandbox_type 'nonesuch'"),
 ])
