@@ -115,6 +115,13 @@ class Backend(ABC):
         backends' upstream settings); None: the fleet's defaults per type (sandbox_core.limits)."""
         return None
 
+    @property
+    def workspace_on_host(self) -> bool:
+        """Whether a sandbox's /workspace is ``ContainerSpec.workspace``, a folder on this host.
+        Where it is not (a pod's emptyDir, a cloud sandbox's disk), the fleet copies it to and
+        from storage through the sandbox's agent (sandbox_workers/remote_workspace.py)."""
+        return True
+
     @classmethod
     def check_settings(cls, settings: Settings) -> None:
         """Raise SettingsError for settings this backend cannot run with, without any I/O (the

@@ -288,6 +288,10 @@ class CloudBackend(Backend):
                                 f"sandbox cannot mount; remove them for "
                                 f"CONTAINER_DEPLOYMENT={cls.deployment}")
 
+    @property
+    def workspace_on_host(self) -> bool:
+        return False  # the sandbox's own disk, on the service
+
     def check_access(self, list_one: Callable[[], Any]) -> None:
         """The credentials and the endpoint, checked once at start (SettingsError if refused)."""
         try:

@@ -69,6 +69,10 @@ class K8sBackend(Backend):
 
     # -- the Backend interface -----------------------------------------------------------------
 
+    @property
+    def workspace_on_host(self) -> bool:
+        return self.settings.K8S_WORKSPACE == "hostpath"
+
     def create(self, spec: ContainerSpec) -> Container:
         name = objects.object_name(spec.name)
         if spec.readonly_mounts and self.settings.K8S_WORKSPACE != "hostpath":

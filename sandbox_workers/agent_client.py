@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, BinaryIO
 
 import urllib3
 
@@ -102,9 +102,28 @@ class AgentClient:
         with self._lock:
             self._addresses.pop(name, None)
 
-    def request(self, record: dict, method: str, path: str, *, body: bytes | None = None,
+    def request(self, record: dict, method: str, path: str, *, body: bytes | BinaryIO | None = None,
                 json_body: Any = None, headers: dict | None = None, timeout: float = 60,
                 query: str = "") -> AgentResponse:
+        """One call; the answer is read whole, at most ``max_reply`` bytes."""
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        response = self.open(record, method, path, body=body, headers=headers, timeout=timeout,
+                             query=query)
+        try:
+            data = self._read_capped(response, record["container_name"])
+        except urllib3.exceptions.HTTPError as e:
+            raise Unavailable(f"sandbox {record['container_name']} did not answer: {e}") from e
+        finally:
+            response.release_conn()
+        return AgentResponse(response.status, dict(response.headers), data)
+
+    def open(self, record: dict, method: str, path: str, *, body: bytes | BinaryIO | None = None,
+             headers: dict | None = None, timeout: float = 60,
+             query: str = "") -> urllib3.BaseHTTPResponse:
+        """One call whose answer the caller reads as a stream (a workspace archive), then
+        releases with ``release_conn()``. Nothing caps it: the caller bounds what it takes."""
         base = record.get("agent_url")
         url = f"{base}/fastapi{path}" if base else f"http://127.0.0.1:{record['port']}/fastapi{path}"
         if query:
@@ -113,22 +132,14 @@ class AgentClient:
                        **session_headers(record["container_id"])}
         if headers:
             all_headers.update(headers)
-        if json_body is not None:
-            body = json.dumps(json_body).encode()
-            all_headers["Content-Type"] = "application/json"
         try:
-            response = self.http.request(
+            return self.http.request(
                 method, url, body=body, headers=all_headers, preload_content=False,
                 timeout=urllib3.Timeout(connect=5, read=timeout), redirect=False)
-            try:
-                data = self._read_capped(response, record["container_name"])
-            finally:
-                response.release_conn()
         except urllib3.exceptions.HTTPError as e:
             if isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):
                 self.forget(record["container_name"])
             raise Unavailable(f"sandbox {record['container_name']} did not answer: {e}") from e
-        return AgentResponse(response.status, dict(response.headers), data)
 
     def _read_capped(self, response: urllib3.BaseHTTPResponse, name: str) -> bytes:
         """The whole body, read in bounded chunks; ReplyTooLarge (and the connection closed, the

@@ -17,7 +17,7 @@ from sandbox_core import jobs, limits, safecopy, states
 from sandbox_core.errors import BadRequest, CapacityExceeded, PortTaken, SandboxError, Unavailable
 from sandbox_core.registry import get_spec
 
-from . import liveness, rebuild, secret
+from . import liveness, rebuild, remote_workspace, secret
 from .context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         token = secrets.token_hex(16)
         workspace = record.get("mount_dir") or workspace_dir(ctx, record["session_id"])
         ctx.store.update(name, agent_secret=token, mount_dir=workspace)
-        if record.get("storage_path") and ctx.storage and not replaces:
+        on_host = ctx.backend.workspace_on_host
+        if on_host and record.get("storage_path") and ctx.storage and not replaces:
             _fetch_from_storage(ctx, name, record["storage_path"], workspace)
         container, port = _start(ctx, name, ContainerSpec(
             name=name,
@@ -90,6 +91,11 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
                          **address_fields(container, port))
         record = ctx.store.get(name)
         ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
+        if not on_host and record.get("storage_path") and ctx.storage:
+            # its files come now, through its agent (a restore's too: its recycle kept them there)
+            report = remote_workspace.fill(ctx, record, record["storage_path"])
+            log.info("sandbox %s: workspace filled from %s: %s", name, record["storage_path"],
+                     report.describe())
     except BaseException as e:  # includes the job's time limit: never leave half a sandbox
         log.warning("sandbox %s: create failed: %s", name, e)
         fail(ctx, name, str(e))
@@ -149,6 +155,8 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
     record = ctx.store.get(name)
     container = (record or {}).get("container_id") or name
     stray = None if record else _stray_workspace(ctx, name, keep_workspace)
+    if record and not ctx.backend.workspace_on_host:
+        _save_remote_workspace(ctx, record)  # it goes with the container
     try:
         ctx.backend.remove(container)
     except SandboxError as e:
@@ -159,7 +167,7 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
         _remove_workspace(name, stray)
     if record:
         ctx.store.free_port(ctx.host, record.get("port"))
-        kept = _keep_in_storage(ctx, record)
+        kept = _keep_in_storage(ctx, record) if ctx.backend.workspace_on_host else True
         # A folder the client chose (ALLOW_MOUNT_DIR) is not the fleet's to delete, nor one whose
         # copy to storage failed.
         if kept and not keep_workspace and record.get("mount_dir") and \
@@ -219,6 +227,21 @@ def _keep_in_storage(ctx: WorkerContext, record: dict) -> bool:
     log.info("sandbox %s: workspace copied to %s: %s (links, FIFOs, sockets and devices are "
              "never copied)", record["container_name"], target, report.describe())
     return True
+
+
+def _save_remote_workspace(ctx: WorkerContext, record: dict) -> None:
+    """A workspace that is not a host folder is copied to its storage_path before its sandbox
+    goes (release or recycle: either way its files go with the pod or cloud sandbox)."""
+    name, target = record["container_name"], record.get("storage_path")
+    if not (target and ctx.storage and record.get("agent_secret")):
+        return
+    try:
+        report = remote_workspace.save(ctx, record, target)
+    except Exception as e:  # the teardown goes on: a sandbox is not kept for its files
+        log.error("sandbox %s: could not copy its workspace to %s: %s; its files go with it",
+                  name, target, getattr(e, "detail", e))
+        return
+    log.info("sandbox %s: workspace copied to %s: %s", name, target, report.describe())
 
 
 def _fetch_from_storage(ctx: WorkerContext, name: str, source: str, workspace: str) -> None:

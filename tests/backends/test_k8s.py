@@ -446,3 +446,28 @@ def test_network_policy_egress_follows_the_type(egress, allow):
         assert public[0]["ipBlock"] == {"cidr": "0.0.0.0/0", "except": list(NON_PUBLIC)}
         assert public[1] == {"ipBlock": {"cidr": "10.1.0.0/16"}}
         assert rules["egress"][1]["ports"][0]["port"] == 53
+
+
+def test_emptydir_workspaces_are_kept_in_storage_across_a_recycle_and_a_release(
+        make_fleet, k8s_cluster_env, tmp_path):
+    """With STORAGE_FOLDER, an emptyDir workspace (not a folder of the worker's host) is copied
+    out through the agent before its pod goes, and into the pod that restores it."""
+    sandbox = pytest.importorskip("agentscope_runtime.sandbox")
+    cluster = k8s_cluster_env
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    fleet = _k8s_fleet(make_fleet, cluster, POOL_SIZE=0, HEARTBEAT_TIMEOUT=2,
+                       WATCHER_SCAN_INTERVAL=1, STORAGE_FOLDER=str(storage))
+    with sandbox.BaseSandbox(base_url=fleet.url, bearer_token=fleet.token) as sb:
+        sb.run_shell_command(command="mkdir -p /workspace/d; echo kept > /workspace/d/state.txt")
+        old = sb.sandbox_id
+        fleet.wait_for(lambda: fleet.data("get_info", {"identity": old})["state"] == "recycled",
+                       timeout=30, what="recycling")
+        fleet.wait_for(lambda: not _fleet_pods(cluster, fleet), what="the pod removed")
+        [kept] = list(storage.iterdir())
+        assert (kept / "d" / "state.txt").read_text() == "kept\n"
+        result = sb.run_shell_command(command="cat /workspace/d/state.txt; echo more > /workspace/m.txt")
+        assert _texts(result, "stdout") == ["kept\n"]
+    fleet.wait_for(lambda: not _fleet_pods(cluster, fleet), what="release after restore")
+    fleet.wait_for(lambda: (kept / "m.txt").exists(), what="the release's copy")
+    assert (kept / "m.txt").read_text() == "more\n"

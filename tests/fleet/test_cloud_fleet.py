@@ -65,10 +65,15 @@ def test_sdk_session_and_release_leave_no_cloud_resource(cloud, make_fleet):
     assert plane.resources() == []
 
 
-def test_a_failed_create_and_a_reaped_session_leave_no_cloud_resource(cloud, make_fleet):
+def test_a_failed_create_and_a_reaped_session_leave_no_cloud_resource(cloud, make_fleet, tmp_path):
+    """... and the reaped session comes back with its files (STORAGE_FOLDER: a cloud sandbox's
+    workspace is copied out through its agent before its resources go, and into its successor)."""
     sandbox = pytest.importorskip("agentscope_runtime.sandbox")
     deployment, plane = cloud
-    fleet = _fleet(make_fleet, cloud, POOL_SIZE=0, HEARTBEAT_TIMEOUT=2, WATCHER_SCAN_INTERVAL=1)
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    fleet = _fleet(make_fleet, cloud, POOL_SIZE=0, HEARTBEAT_TIMEOUT=2, WATCHER_SCAN_INTERVAL=1,
+                   STORAGE_FOLDER=str(storage))
     # A create whose second step fails: the first one is deleted too.
     plane.fail(SERVICES[deployment][1], 500, "InternalError", "injected")
     answer = fleet.post("create", {"sandbox_type": "base"}).json()
@@ -76,11 +81,15 @@ def test_a_failed_create_and_a_reaped_session_leave_no_cloud_resource(cloud, mak
     fleet.wait_for(lambda: not plane.resources(), timeout=60,
                    what="the failed create's resources deleted")
     with sandbox.BaseSandbox(base_url=fleet.url, bearer_token=fleet.token) as sb:
-        assert _texts(sb.run_shell_command(command="echo once"), "stdout") == ["once\n"]
+        once = sb.run_shell_command(command="echo once | tee /workspace/kept.txt")
+        assert _texts(once, "stdout") == ["once\n"]
         name = sb.sandbox_id
         assert plane.resources()
         fleet.wait_for(lambda: fleet.data("get_info", {"identity": name})["state"] == "recycled",
                        timeout=30, what="recycling")
         fleet.wait_for(lambda: not plane.resources(), timeout=60, what="the reaped resources gone")
+        restored = sb.run_shell_command(command="cat /workspace/kept.txt")
+        assert _texts(restored, "stdout") == ["once\n"], restored
+    fleet.wait_for(lambda: not plane.resources(), timeout=60, what="the restored one released")
     assert fleet.stop() == 0
     assert plane.resources() == []

@@ -52,6 +52,7 @@ class App:
             "/workspace/entry": {"DELETE": self.remove},
             "/workspace/move": {"POST": self.move},
             "/workspace/mkdir": {"POST": self.mkdir},
+            "/workspace/archive": {"GET": self.archive_workspace, "PUT": self.restore_workspace},
             "/websockify": {"GET": self.desktop_websocket},
         }
         self.routes.update(envd_routes(self))  # E2B's envd and code interpreter (envd.py)
@@ -193,6 +194,16 @@ class App:
         from .workspace import Workspace
 
         return self.service("workspace", lambda: Workspace(self.settings.workspace))
+
+    def archive_workspace(self, request: Request) -> Response:
+        from .archive import archive
+
+        return archive(self.settings.workspace, request)
+
+    def restore_workspace(self, request: Request) -> Response:
+        from .archive import restore
+
+        return restore(self.settings.workspace, request)
 
     def read_file(self, request: Request) -> Response:
         fmt = request.arg("format", "text")
