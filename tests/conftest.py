@@ -10,6 +10,7 @@ tests/local/ runs fleets on the test-only local-process backend instead (docs/co
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from tests.localfleet import private_redis
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "agentscope/runtime-sandbox-base:latest"
+#: The base image with an agent that starts 8 s late (the crash tests' creates stay in flight).
+SLOW_IMAGE = "sandbox-fleet-test/slowstart:latest"
 REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQUIRE_DOCKER"))
 
 
@@ -100,6 +103,17 @@ def docker_client():
     import docker
 
     return docker.from_env()
+
+
+@pytest.fixture(scope="module")
+def slow_image(docker_client):
+    """The base image with an agent that starts 8 s late: a create stays in flight long enough
+    to kill what runs it (tests/local replaces it with the local backend's own)."""
+    dockerfile = (f"FROM {BASE_IMAGE}\n"
+                  'CMD ["sh", "-c", "sleep 8; exec python3 -m sandbox_agent"]\n').encode()
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=SLOW_IMAGE, rm=True)
+    yield SLOW_IMAGE
+    docker_client.images.remove(SLOW_IMAGE, force=True)
 
 
 def container_starts(engine, prefix: str, since: float) -> list[str]:

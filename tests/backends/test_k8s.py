@@ -471,3 +471,43 @@ def test_emptydir_workspaces_are_kept_in_storage_across_a_recycle_and_a_release(
     fleet.wait_for(lambda: not _fleet_pods(cluster, fleet), what="release after restore")
     fleet.wait_for(lambda: (kept / "m.txt").exists(), what="the release's copy")
     assert (kept / "m.txt").read_text() == "more\n"
+
+
+def test_two_worker_sets_serve_one_namespace_and_one_dying_loses_nothing(
+        make_fleet, k8s_cluster_env, redis_url, raw_redis, slow_image, tmp_path):
+    """The Kubernetes backend keeps nothing on the worker's machine, so two sets of workers may
+    serve one namespace under one FLEET_HOST_NAME (the same queues, ports and pods). The fleet's
+    own lifecycle worker is killed with creates in flight: every caller still gets a pod that
+    answers (the creates are taken over), and nothing is left after the releases."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.fleet.test_crash import kill9
+
+    cluster = k8s_cluster_env
+    raw_redis.flushdb()
+    ext = tmp_path / "slow_ext.py"
+    ext.write_text("from sandbox_core.registry import SandboxRegistry\n"
+                   f"SandboxRegistry.register({slow_image!r}, sandbox_type='slowstart')\n")
+    fleet = _k8s_fleet(make_fleet, cluster, extensions=[str(ext)], POOL_SIZE=0,
+                       FLEET_RECONCILE_INTERVAL=2, REDIS_ENABLED="true", REDIS_URL=redis_url)
+    host = fleet.values["FLEET_HOST_NAME"]
+    start, end = (int(p) for p in fleet.values["PORT_RANGE"].strip("[]").split(","))
+    other = fleet.add_host(host, (start, end))  # the same host name: the same queues
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            creates = [pool.submit(fleet.post, "create", {"sandbox_type": "slowstart"})
+                       for _ in range(3)]
+            fleet.wait_for(lambda: len(_fleet_pods(cluster, fleet)) >= 2, timeout=60,
+                           what="creates in flight")
+            kill9(fleet, "lifecycle@")  # one set's lifecycle worker; the other set lives on
+            names = [c.result(timeout=150).json()["data"] for c in creates]
+        assert all(names) and len(set(names)) == 3, names
+        for name in names:
+            result = fleet.data("call_tool", {"identity": name, "tool_name": "run_shell_command",
+                                              "arguments": {"command": "echo ok"}})
+            assert _texts(result, "stdout") == ["ok\n"]
+            assert fleet.data("release", {"identity": name}) is True
+        fleet.wait_for(lambda: cluster.objects_of_prefix(fleet.prefix) == {}, timeout=60,
+                       what="no pod, Service or policy left")
+    finally:
+        other.stop(drain=False)

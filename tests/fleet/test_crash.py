@@ -4,7 +4,6 @@ empty: no job is lost, no container leaks, the caller gets a clear error, record
 runtime-sandbox-server restarts the killed part, as a supervisor would.
 """
 
-import io
 import os
 import signal
 import threading
@@ -12,11 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import BASE_IMAGE
-
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SLOW_IMAGE = "sandbox-fleet-test/slowstart:latest"
 #: Short periods so recovery is seen within a test's patience.
 FAST_RECOVERY = {"POOL_SIZE": 0, "FLEET_RECONCILE_INTERVAL": 2}
 
@@ -38,16 +34,6 @@ def in_thread(func, *args):
     thread = threading.Thread(target=lambda: box.setdefault("result", func(*args)), daemon=True)
     thread.start()
     return thread, box
-
-
-@pytest.fixture(scope="module")
-def slow_image(docker_client):
-    """The base image with an agent that starts 8 s late: a create stays in flight long enough."""
-    dockerfile = (f"FROM {BASE_IMAGE}\n"
-                  'CMD ["sh", "-c", "sleep 8; exec python3 -m sandbox_agent"]\n').encode()
-    docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=SLOW_IMAGE, rm=True)
-    yield SLOW_IMAGE
-    docker_client.images.remove(SLOW_IMAGE, force=True)
 
 
 def test_worker_killed_during_a_long_call(make_fleet, docker_client):

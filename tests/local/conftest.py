@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import fleet_factory
+from tests.conftest import SLOW_IMAGE, fleet_factory
 from tests.doubles import local_process_backend
 from tests.doubles.local_engine import LocalEngineForTests
 
@@ -35,6 +35,4 @@ def make_fleet(tmp_path, docker_client):
 @pytest.fixture(scope="module")
 def slow_image():
     """The crash tests' image whose agent starts 8 s late: the local backend knows it by name."""
-    from tests.fleet.test_crash import SLOW_IMAGE
-
     return SLOW_IMAGE
