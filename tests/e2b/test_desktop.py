@@ -1,6 +1,6 @@
 """e2b-desktop (PyPI, unmodified) on a ``desktop`` template sandbox (the fleet's gui image): the
-calls that go through envd and the image's tools work; what needs XFCE, scrot or a public
-per-port URL does not (docs/e2b.md says which).
+calls that go through envd and the image's tools (xdotool, scrot, xrandr) work; what needs XFCE
+or a public per-port URL does not (docs/e2b.md says which).
 
 The gui image runs Xvfb on :1 with twm, where E2B's desktop template runs XFCE on :0, so
 ``e2b_desktop.Sandbox.create`` (which starts both and waits for them) cannot finish; the test makes
@@ -74,10 +74,9 @@ def test_mouse_and_keyboard_reach_the_desktop(desktop):
     assert desktop.get_cursor_position() == (210, 310)
 
 
-def test_what_needs_tools_the_gui_image_lacks(desktop):
-    """Documented as not served (docs/e2b.md): the gui image has no scrot (screenshot), no
-    xrandr (get_screen_size), and no XFCE (create)."""
-    with pytest.raises(e2b.CommandExitException):
-        desktop.screenshot()
-    with pytest.raises(e2b.CommandExitException):
-        desktop.get_screen_size()
+def test_screenshots_and_the_screen_size(desktop):
+    """scrot and xrandr in the gui image: a PNG of the whole 1024x768 screen."""
+    png = desktop.screenshot()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 1024 and int.from_bytes(png[20:24], "big") == 768
+    assert desktop.get_screen_size() == (1024, 768)
