@@ -82,9 +82,9 @@ BUILTIN: dict[str, ImageSpec] = {
     "code-interpreter": ImageSpec("code-interpreter", IMAGES_DIR / "code-interpreter" / "Dockerfile",
                                   context=IMAGES_DIR / "code-interpreter", parent="base",
                                   requirements=IMAGES_DIR / "code-interpreter" / "requirements.txt"),
-    # scrot and xrandr (x11-xserver-utils): e2b-desktop's screenshot and get_screen_size
+    # xrandr (x11-xserver-utils): e2b-desktop's get_screen_size (its screenshot: images/gui/scrot)
     "gui": _type("gui", ("xvfb", "x11vnc", "twm", "xdotool", "python3-xlib", "python3-tk",
-                         "scrot", "x11-xserver-utils", "only:novnc"), "computer-use", npm=False),
+                         "x11-xserver-utils", "only:novnc"), "computer-use", npm=False),
 }
 
 
