@@ -71,12 +71,15 @@ def test_sigkill_of_the_server_leaves_no_process(make_fleet, docker_client):
     left = wait_gone(tree, 15)
     assert not left, {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left}
     left_behind = {c.name for c in fleet.containers(docker_client)}
-    assert left_behind  # no cleanup ran: the next start's reconcile is what removes them
-    # A new server starts at once on the same port, and its reconcile removes what was left.
+    assert left_behind  # no cleanup ran
+    # A new server starts at once on the same port; its host remembers the store it knew, so it
+    # adopts what was left (a client's sandbox lives on), and its stop releases them.
     try:
         fleet.start()
-        fleet.wait_for(lambda: not left_behind & {c.name for c in fleet.containers(docker_client)},
-                       60, "the next start's reconcile")
+        fleet.wait_for(lambda: all(fleet.post("get_info", {"identity": name}).status_code == 200
+                                   for name in left_behind), 60, "the next start's adoption")
+        assert fleet.stop() == 0
+        assert not left_behind & {c.name for c in fleet.containers(docker_client)}
     finally:
         unmount_workspaces(fleet.config.parent / "mounts")
 
