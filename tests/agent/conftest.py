@@ -77,12 +77,17 @@ class Agent:
         return f"http://127.0.0.1:{self.port}/fastapi"
 
     def get(self, route: str, **kwargs) -> requests.Response:
-        return self.session.get(f"{self.url}/{route}", timeout=kwargs.pop("timeout", 30), **kwargs)
+        return self._call(self.session.get, route, **kwargs)
 
     def post(self, route: str, body: object = None, **kwargs) -> requests.Response:
-        return self.session.post(
-            f"{self.url}/{route}", json=body, timeout=kwargs.pop("timeout", 30), **kwargs
-        )
+        return self._call(self.session.post, route, json=body, **kwargs)
+
+    def _call(self, method, route: str, **kwargs) -> requests.Response:
+        try:
+            return method(f"{self.url}/{route}", timeout=kwargs.pop("timeout", 30), **kwargs)
+        except requests.RequestException as exc:  # say what the agent was doing meanwhile
+            raise AssertionError(f"{route}: {exc}\nthe agent's log:\n{self.log.read_text()[-4000:]}") \
+                from exc
 
     def tool(self, name: str, **arguments: object) -> dict:
         response = self.post(f"tools/{name}", arguments)
