@@ -20,6 +20,7 @@ EXTENSION = f"""
 from sandbox_core.registry import SandboxRegistry
 SandboxRegistry.register({BASE_IMAGE!r}, sandbox_type='small',
                          resource_limits={{'memory': '192m', 'cpu': 0.5, 'workspace': '64m'}})
+SandboxRegistry.register({BASE_IMAGE!r}, sandbox_type='hasty', timeout=3)
 """
 GIB = 1 << 30
 
@@ -188,12 +189,19 @@ def test_a_fork_loop_hits_the_pids_limit_and_a_neighbour_answers(fleet):
     fleet.wait_for(serves_again, timeout=60, what="the bombed sandbox to serve again")
 
 
+def test_a_call_times_out_at_60_s_by_default(clean_registry):
+    assert get_spec(parse_settings({}), "base").timeout == 60  # RUNTIME_SANDBOX_TIMEOUT
+
+
 @pytest.mark.docker
-def test_a_never_ending_command_times_out_at_60_s(fleet):
-    name = fleet.data("create", {"sandbox_type": "base"})
+def test_a_never_ending_command_times_out_at_its_type_s_timeout(fleet):
+    """The type's timeout (60 s by default, the test above; 3 s for this test's type, so the
+    suite does not wait a minute) ends the command with 124 and says so."""
+    name = fleet.data("create", {"sandbox_type": "hasty"})
     result = shell(fleet, name, "sleep 1000")
     assert texts(result, "returncode") == ["124"]
-    assert texts(result, "stderr") == ["Command timed out after 60 seconds"]
+    assert texts(result, "stderr") == ["Command timed out after 3 seconds"]
+    assert texts(shell(fleet, name, "echo after"), "stdout") == ["after\n"]
 
 
 @pytest.mark.docker
