@@ -56,19 +56,42 @@ def _fmt(values: list[float], unit: str) -> str:
     return text
 
 
-def markdown(results: dict) -> str:
+def markdown(results: dict, columns: tuple[str, str] = ("upstream", "fleet"),
+             headers: tuple[str, str, str] = ("upstream", "sandbox-fleet", "fleet / upstream")) -> str:
+    """One row per figure: both columns and their ratio (second / first)."""
     rounds = results["rounds"]
     sizes = results["sizes"]
-    lines = [f"POOL_SIZE={sizes['pool']}, {len(rounds)} round(s); median over rounds (range)",
-             "", "| figure | upstream | sandbox-fleet | fleet / upstream |", "|---|---|---|---|"]
+    first, second = columns
+    lines = [f"POOL_SIZE={sizes['pool']}, {len(rounds)} round(s); median over rounds (range)", "",
+             "| figure | {} | {} | {} |".format(*headers),
+             "|---|---|---|---|"]
     for label, path, unit in ROWS:
-        columns = {}
-        for kind in ("upstream", "fleet"):
-            columns[kind] = [v for r in rounds if kind in r
-                             for v in [dig(r[kind], path)] if isinstance(v, int | float)]
-        up, fleet = columns["upstream"], columns["fleet"]
+        a, b = ([v for r in rounds if kind in r for v in [dig(r[kind], path)]
+                 if isinstance(v, int | float)] for kind in columns)
         ratio = "—"
-        if up and fleet and statistics.median(up):
-            ratio = f"{statistics.median(fleet) / statistics.median(up):.2f}x"
-        lines.append(f"| {label} | {_fmt(up, unit)} | {_fmt(fleet, unit)} | {ratio} |")
+        if a and b and statistics.median(a):
+            ratio = f"{statistics.median(b) / statistics.median(a):.2f}x"
+        lines.append(f"| {label} | {_fmt(a, unit)} | {_fmt(b, unit)} | {ratio} |")
+    return "\n".join(lines)
+
+
+def cpu_markdown(results: dict, columns: tuple[str, ...]) -> str:
+    """CPU milliseconds per churn session, by part (``--profile`` or not, the churn result
+    carries ``cpu_s``): the median over rounds of each column."""
+    per_session: dict[str, dict[str, list[float]]] = {kind: {} for kind in columns}
+    for entry in results["rounds"]:
+        for kind in columns:
+            churn = dig(entry.get(kind, {}), ("churn",)) or {}
+            for part, seconds in (churn.get("cpu_s") or {}).items():
+                per_session[kind].setdefault(part, []).append(
+                    1000 * seconds / max(1, churn.get("sessions") or 1))
+    parts = sorted({p for kind in columns for p in per_session[kind]},
+                   key=lambda p: -max(statistics.median(per_session[k].get(p) or [0])
+                                       for k in columns))
+    lines = ["CPU ms per churn session, by part (median over rounds)", "",
+             "| part | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for part in parts:
+        cells = [f"{statistics.median(per_session[k][part]):.0f}" if per_session[k].get(part)
+                 else "—" for k in columns]
+        lines.append(f"| {part} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ fleet/upstream) to stdout.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -58,7 +59,7 @@ def settler(kind: str, server: LocalFleet, docker_client, pool: int) -> Callable
     """A call that waits (bounded) until the pool is full and quiet, with ``held`` sessions'
     sandboxes besides it and no container starting or stopping; returns the seconds waited."""
     def ready(held: int) -> bool:
-        if kind == "fleet":
+        if not isinstance(server, upstream.UpstreamServer):
             warm = server.get("fleet/status").json()["pools"]["base"]["warm"]
             if warm < pool:
                 return False
@@ -83,6 +84,10 @@ def start_server(kind: str, folder: Path, python: Path, pool: int) -> LocalFleet
     return upstream.UpstreamServer(folder, python, POOL_SIZE=pool).start(timeout=120)
 
 
+#: Starts one server for a round, given the round's folder and POOL_SIZE.
+ServerFactory = Callable[[Path, int], LocalFleet]
+
+
 def remove_leftovers(server: LocalFleet, docker_client) -> int:
     """Remove whatever the stopped server left behind; returns how many there were."""
     left = server.containers(docker_client)
@@ -91,10 +96,11 @@ def remove_leftovers(server: LocalFleet, docker_client) -> int:
     return len(left)
 
 
-def one_round(kind: str, folder: Path, python: Path, docker_client, sizes: dict) -> dict:
+def one_round(kind: str, folder: Path, start: ServerFactory, docker_client, sizes: dict) -> dict:
+    """Every workload against a server started fresh (``kind`` names it in messages)."""
     pool = sizes["pool"]
     started = time.monotonic()
-    server = start_server(kind, folder, python, pool)
+    server = start(folder, pool)
     result: dict = {}
     try:
         client = workloads.Client(server.url, server.token)
@@ -106,10 +112,11 @@ def one_round(kind: str, folder: Path, python: Path, docker_client, sizes: dict)
         settle()
         click.echo(f"  {kind}: churn, {sizes['sessions']} sessions every {sizes['interval']} s", err=True)
         spies, cpu_before = [], profile.cpu_snapshot(server.proc.pid)
-        if sizes.get("profile") and kind == "fleet":
+        if sizes.get("profile") and not isinstance(server, upstream.UpstreamServer):
             parts = {name: pids[0] for name, marker in PROFILED.items()
                      for pids in [server.pids(marker)] if pids}
-            spies = profile.start_pyspy(parts, Path(sizes["profile"]), sizes["sessions"] * sizes["interval"])
+            spies = profile.start_pyspy(parts, Path(sizes["profile"]) / folder.name,
+                                        sizes["sessions"] * sizes["interval"])
         result["churn"] = workloads.churn(client, sizes["sessions"], sizes["interval"], 5,
                                           deadline_s=sizes["sessions"] * sizes["interval"] + 300)
         result["churn"]["cpu_s"] = profile.cpu_delta(cpu_before, profile.cpu_snapshot(server.proc.pid))
@@ -143,51 +150,83 @@ def machine() -> dict:
             "loadavg_start": os.getloadavg()}
 
 
-@click.command()
-@click.option("--pool", default=8, show_default=True, help="POOL_SIZE of both servers")
-@click.option("--rounds", default=2, show_default=True, help="rounds; each starts both servers fresh")
-@click.option("--sessions", default=40, show_default=True, help="churn: sessions")
-@click.option("--interval", default=0.5, show_default=True, help="churn: seconds between arrivals")
-@click.option("--agents", default=8, show_default=True, help="concurrent: sessions held at once")
-@click.option("--calls", default=50, show_default=True, help="concurrent: calls per session")
-@click.option("--burst", "burst_size", default=0, help="burst: sessions at once [default: 2 x pool]")
-@click.option("--quiet", default=200, show_default=True, help="quiet window: calls timed each way")
-@click.option("--cold", default=5, show_default=True, help="cold creates to time")
-@click.option("--profile", "profile_dir", default=None, type=click.Path(file_okay=False),
-              help="py-spy the fleet's processes during churn into this folder (needs the bench extra)")
-@click.option("--only", type=click.Choice(["both", "fleet", "upstream"]), default="both",
-              show_default=True, help="run one server only (for debugging the bench)")
-def main(pool: int, rounds: int, sessions: int, interval: float, agents: int, calls: int,
-         burst_size: int, quiet: int, cold: int, profile_dir: str | None, only: str) -> None:
-    """Run the same workloads against sandbox-fleet and upstream's server, alternating."""
-    sizes = {"pool": pool, "sessions": sessions, "interval": interval, "agents": agents,
-             "calls": calls, "burst": burst_size or 2 * pool, "quiet": quiet, "cold": cold,
-             "profile": profile_dir}
-    kinds = ["fleet", "upstream"] if only == "both" else [only]
-    python = upstream.ensure_venv()
-    if "upstream" in kinds:
-        upstream.ensure_image(python)
+def workload_options(func: Callable) -> Callable:
+    """The sizes of the workloads, shared by this command and ``bench.ab``; they reach the
+    command as one ``sizes`` dict."""
+    options = [
+        click.option("--pool", default=8, show_default=True, help="POOL_SIZE of every server"),
+        click.option("--rounds", default=2, show_default=True,
+                     help="rounds; each starts every server fresh"),
+        click.option("--sessions", default=40, show_default=True, help="churn: sessions"),
+        click.option("--interval", default=0.5, show_default=True,
+                     help="churn: seconds between arrivals"),
+        click.option("--agents", default=8, show_default=True,
+                     help="concurrent: sessions held at once"),
+        click.option("--calls", default=50, show_default=True, help="concurrent: calls per session"),
+        click.option("--burst", "burst_size", default=0,
+                     help="burst: sessions at once [default: 2 x pool]"),
+        click.option("--quiet", default=200, show_default=True,
+                     help="quiet window: calls timed each way"),
+        click.option("--cold", default=5, show_default=True, help="cold creates to time"),
+        click.option("--profile", "profile_dir", default=None, type=click.Path(file_okay=False),
+                     help="py-spy the fleet's processes during churn into this folder, a "
+                          "subfolder per round (needs the bench extra)"),
+    ]
+
+    @functools.wraps(func)  # keeps the command's own options (click's __click_params__)
+    def wrapper(pool: int, rounds: int, sessions: int, interval: float, agents: int, calls: int,
+                burst_size: int, quiet: int, cold: int, profile_dir: str | None, **rest: object):
+        sizes = {"pool": pool, "rounds": rounds, "sessions": sessions, "interval": interval,
+                 "agents": agents, "calls": calls, "burst": burst_size or 2 * pool,
+                 "quiet": quiet, "cold": cold, "profile": profile_dir}
+        return func(sizes=sizes, **rest)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def run_rounds(name: str, servers: dict[str, ServerFactory], sizes: dict, extra: dict) -> dict:
+    """Every round runs every server in turn (the order alternating between rounds); the JSON
+    goes to bench/results/<name>-<time>.json after each server's round."""
     docker_client = docker.from_env()
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-                     "sizes": sizes, "upstream": {"version": upstream.VERSION, "image": upstream.IMAGE},
-                     "rounds": []}
+                     "sizes": sizes, **extra, "rounds": []}
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"sidebyside-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    with tempfile.TemporaryDirectory(prefix="sandbox-fleet-sidebyside-") as tmp:
-        for number in range(rounds):
+    path = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    kinds = list(servers)
+    with tempfile.TemporaryDirectory(prefix=f"sandbox-fleet-{name}-") as tmp:
+        for number in range(sizes["rounds"]):
             order = kinds if number % 2 == 0 else kinds[::-1]
             entry: dict = {}
             results["rounds"].append(entry)
             for kind in order:
-                click.echo(f"round {number + 1}/{rounds}: {kind}", err=True)
-                entry[kind] = one_round(kind, Path(tmp) / f"{kind}-{number}", python, docker_client,
-                                        sizes)
+                click.echo(f"round {number + 1}/{sizes['rounds']}: {kind}", err=True)
+                entry[kind] = one_round(kind, Path(tmp) / f"{kind}-{number}", servers[kind],
+                                        docker_client, sizes)
                 entry[kind]["loadavg_after"] = os.getloadavg()
                 path.write_text(json.dumps(results, indent=2))  # a stopped run keeps what it measured
     results["machine"]["loadavg_end"] = os.getloadavg()
     path.write_text(json.dumps(results, indent=2))
     click.echo(f"results: {path}", err=True)
+    return results
+
+
+@click.command()
+@workload_options
+@click.option("--only", type=click.Choice(["both", "fleet", "upstream"]), default="both",
+              show_default=True, help="run one server only (for debugging the bench)")
+def main(sizes: dict, only: str) -> None:
+    """Run the same workloads against sandbox-fleet and upstream's server, alternating."""
+    kinds = ["fleet", "upstream"] if only == "both" else [only]
+    python = upstream.ensure_venv()
+    if "upstream" in kinds:
+        upstream.ensure_image(python)
+    servers = {kind: (lambda folder, size, kind=kind: start_server(kind, folder, python, size))
+               for kind in kinds}
+    results = run_rounds("sidebyside", servers, sizes,
+                         {"upstream": {"version": upstream.VERSION, "image": upstream.IMAGE}})
     click.echo(markdown(results))
 
 
