@@ -6,6 +6,7 @@ the host that owns the sandbox.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -20,6 +21,7 @@ from .celery_app import make_celery
 from .errors import BadRequest, CapacityExceeded, NotFound, Unavailable
 from .ids import new_session_id
 from .jobs import JobClient
+from .nudged import Nudged
 from .registry import base_type, get_spec
 from .settings import Settings
 from .store import Store
@@ -33,6 +35,9 @@ QUEUE_SLACK = 30
 CALL_SLACK = 10
 #: Seconds between two heartbeat writes of a busy session.
 TOUCH_EVERY = 1.0
+#: Creates one refill sends beyond POOL_SIZE for claims waiting on an empty pool (more wait for
+#: the next refill: a nudge, or beat's tick).
+MAX_REFILL_FOR_WAITERS = 256
 
 
 class Fleet:
@@ -62,18 +67,36 @@ class Fleet:
         get_spec(self.settings, sandbox_type)  # unknown types are the client's mistake: 400
         pooled = base_type(sandbox_type)
         if pooled in self.settings.DEFAULT_SANDBOX_TYPE and self.settings.POOL_SIZE > 0:
-            # Beat refills the pool within WATCHER_SCAN_INTERVAL. Not refilling here keeps a burst
-            # of claims from competing for the CPU with the container starts it would trigger.
-            name = self.store.claim(pooled, _session_of(meta), meta)
-            if name:
-                log.info("sandbox %s: taken from the %s pool", name, pooled)
-                if self.settings.STORAGE_FOLDER:
-                    # Given at the claim, not the refill: a pooled sandbox no client used has
-                    # nothing worth a folder in STORAGE_FOLDER.
-                    session_id = name.removeprefix(self.settings.CONTAINER_PREFIX_KEY)
-                    self.store.update(name, storage_path=self._storage_path(None, session_id))
-                return name
+            name = self._claim(pooled, meta)
+            if self.settings.STORAGE_FOLDER:
+                # Given at the claim, not the refill: a pooled sandbox no client used has
+                # nothing worth a folder in STORAGE_FOLDER.
+                session_id = name.removeprefix(self.settings.CONTAINER_PREFIX_KEY)
+                self.store.update(name, storage_path=self._storage_path(None, session_id))
+            return name
         return self.create(sandbox_type, meta=meta)
+
+    def _claim(self, pooled: str, meta: dict | None) -> str:
+        """A warm sandbox of the pool, or else the next one a pooled create finishes: claims that
+        find the pool empty queue, first come first served, and each is given the oldest create
+        in flight, so a burst past the pool waits only as long as the host takes to start that
+        many. Every claim has the pool topped up again at once (``refill_pools``, off the
+        request's thread), so arrivals slower than the host's creates never find it empty."""
+        job_id = uuid.uuid4().hex
+        name, reserved = self.store.claim_or_wait(
+            pooled, _session_of(meta), meta, job_id=job_id, patience=self.create_timeout + 5,
+            candidate=self.settings.CONTAINER_PREFIX_KEY + new_session_id(),
+            stale_after=self.create_timeout * 2)
+        self.refiller.nudge()
+        if name:
+            log.info("sandbox %s: taken from the %s pool", name, pooled)
+            return name
+        if reserved:  # no create in flight was spare for this claim: one was reserved for it
+            self._send_pool_create(pooled, reserved)
+        name = self.job_client.await_reply(job_id, self.create_timeout,
+                                           f"no {pooled} sandbox became free")
+        log.info("sandbox %s: taken from the %s pool as it started", name, pooled)
+        return name
 
     def create(self, sandbox_type: str | None, *, environment: dict | None = None,
                meta: dict | None = None, mount_dir: str | None = None,
@@ -225,6 +248,7 @@ class Fleet:
         for pooled in dict.fromkeys(base_type(t) for t in self.settings.DEFAULT_SANDBOX_TYPE):
             pools[pooled] = {"warm": self.store.pool_size(pooled),
                              "starting": self.store.pool_starting(pooled),
+                             "waiting": self.store.pool_waiting(pooled),
                              "target": self.settings.POOL_SIZE}
         return {"pools": pools, "live": self.store.live_count(),
                 "max_instances": self.settings.MAX_SANDBOX_INSTANCES,
@@ -274,23 +298,32 @@ class Fleet:
         raise Unavailable(f"sandbox {old_name} is being restored; try again")
 
     def refill_pools(self) -> int:
-        """Top every pooled type up to exactly POOL_SIZE (creates in flight count)."""
+        """Top every pooled type up to POOL_SIZE plus the claims waiting for one (creates in
+        flight count); returns how many creates were sent."""
         sent = 0
-        stale_after = self.create_timeout * 2
         for pooled in dict.fromkeys(base_type(t) for t in self.settings.DEFAULT_SANDBOX_TYPE):
-            spec = get_spec(self.settings, pooled)
-            for _ in range(self.settings.POOL_SIZE):
-                session_id = new_session_id()
-                name = self.settings.CONTAINER_PREFIX_KEY + session_id
-                if not self.store.reserve_pool_slot(pooled, name, stale_after):
+            for _ in range(self.settings.POOL_SIZE + MAX_REFILL_FOR_WAITERS):
+                name = self.settings.CONTAINER_PREFIX_KEY + new_session_id()
+                if not self.store.reserve_pool_slot(pooled, name, self.create_timeout * 2):
                     break
-                self.store.open_record(
-                    name, session_id=session_id, sandbox_type=pooled, pool_type=pooled, meta={},
-                    version=spec.image, timeout=spec.timeout, workspace_owned=True,
-                    desktop_token=secrets.token_hex(16))
-                self.job_client.send(jobs.CREATE, {"name": name})
+                self._send_pool_create(pooled, name)
                 sent += 1
         return sent
+
+    @functools.cached_property
+    def refiller(self) -> Nudged:
+        """refill_pools in a thread of its own, nudged by every claim."""
+        return Nudged(self.refill_pools, "pool-refill")
+
+    def _send_pool_create(self, pooled: str, name: str) -> None:
+        """Open the record of a pooled create whose slot was reserved, and send it to the
+        shared queue (the first host with a free thread starts it)."""
+        spec = get_spec(self.settings, pooled)
+        self.store.open_record(
+            name, session_id=name.removeprefix(self.settings.CONTAINER_PREFIX_KEY),
+            sandbox_type=pooled, pool_type=pooled, meta={}, version=spec.image,
+            timeout=spec.timeout, workspace_owned=True, desktop_token=secrets.token_hex(16))
+        self.job_client.send(jobs.CREATE, {"name": name})
 
 
 def _session_of(meta: dict | None) -> str | None:

@@ -119,13 +119,26 @@ class JobClient:
                 log.warning("job %s (%s): worker %s died; sending it again", job_id, name, lost.node)
                 self.send(name, kwargs, host=host, job_id=job_id, expires=left)
         if popped is None:
-            if self.store.stop_waiting(job_id):
-                raise Unavailable(f"no worker answered {name} on queue {queue} within {timeout:g}s")
-            # The reply landed between the timeout and our giving up: take it.
-            popped = self.store.pop_reply(job_id, 5)
-            if popped is None:
-                raise Unavailable(f"{name} reply was lost")
+            popped = self._give_up(job_id, f"no worker answered {name} on queue {queue} "
+                                            f"within {timeout:g}s")
         return decode_reply(popped)
+
+    def await_reply(self, job_id: str, timeout: float, missed: str) -> Any:
+        """Block until the reply of a job whose waiting flag the caller set (a claim queued for
+        the pool), or raise Unavailable saying ``missed`` after ``timeout`` seconds."""
+        popped = self.store.pop_reply(job_id, timeout)
+        if popped is None:
+            popped = self._give_up(job_id, f"{missed} within {timeout:g}s")
+        return decode_reply(popped)
+
+    def _give_up(self, job_id: str, why: str) -> str:
+        """Stop waiting; a reply that landed at that very moment is taken, else Unavailable."""
+        if self.store.stop_waiting(job_id):
+            raise Unavailable(why)
+        popped = self.store.pop_reply(job_id, 5)
+        if popped is None:
+            raise Unavailable(f"job {job_id}: its reply was lost")
+        return popped
 
     def _wait(self, name: str, job_id: str, deadline: float):
         """BLPOP the reply until the deadline (None then). Past the first slice, also watch the

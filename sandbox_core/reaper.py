@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import jobs, states
+from .errors import Unavailable
 
 if TYPE_CHECKING:
     from .fleet import Fleet
@@ -140,7 +141,8 @@ def _end(fleet: Fleet, record: dict, reason: str) -> int:
         return 0  # ended meanwhile
     fleet.store.update(name, state=state, recycle_reason=reason)
     if state == states.ERROR and record.get("pool_type"):
-        fleet.store.pool_abandon(record["pool_type"], name)
+        fleet.store.pool_abandon(record["pool_type"], name, jobs.encode_reply(
+            error=Unavailable(f"a {record['pool_type']} sandbox could not be started: {reason}")))
     if record.get("host"):  # its worker tears the container down (and gives the port back)
         fleet.job_client.send(jobs.TEARDOWN, {"name": name, "keep_workspace": False},
                        host=record["host"])

@@ -289,6 +289,9 @@ class Settings:
         8, _positive_int, "threads for create/release jobs per worker", fleet=True)
     FLEET_CALL_CONCURRENCY: int = _setting(
         64, _positive_int, "threads for tool calls per worker", fleet=True)
+    FLEET_CREATES_IN_FLIGHT: int = _setting(
+        0, _non_negative_int, "sandboxes a worker starts at once (until each answers); the "
+        "others queue; 0 = one per CPU of the host", fleet=True)
     FLEET_CREATE_TIMEOUT: int = _setting(
         60, _create_timeout, "seconds a create may take until the sandbox answers (1-120)", fleet=True)
     FLEET_RECONCILE_INTERVAL: int = _setting(
@@ -346,6 +349,12 @@ class Settings:
         elif self.REDIS_USER:
             auth = f"{self.REDIS_USER}@"
         return f"redis://{auth}{self.REDIS_SERVER}:{self.REDIS_PORT}/{self.REDIS_DB}"
+
+    @property
+    def creates_in_flight(self) -> int:
+        """FLEET_CREATES_IN_FLIGHT, with 0 read as the host's CPU count: more containers
+        starting at once on the same cores start no sooner, and slow every call meanwhile."""
+        return self.FLEET_CREATES_IN_FLIGHT or os.cpu_count() or 1
 
     @property
     def reaper_interval(self) -> int:

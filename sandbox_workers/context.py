@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 
 from backends import Backend, create_backend
@@ -30,6 +31,9 @@ class WorkerContext:
     agent: AgentClient
     job_client: JobClient
     storage: Storage | None
+    #: Creates of this process between starting a container and its agent answering
+    #: (FLEET_CREATES_IN_FLIGHT): a burst queues here instead of starting every container at once.
+    creates: threading.BoundedSemaphore
 
     @property
     def host(self) -> str:
@@ -54,4 +58,5 @@ def current() -> WorkerContext:
         agent=AgentClient(max_reply=settings.FLEET_MAX_AGENT_REPLY_MB * 1024 * 1024),
         job_client=JobClient(make_celery(settings, "sandbox_workers.client"), store),
         storage=make_storage(settings),
+        creates=threading.BoundedSemaphore(settings.creates_in_flight),
     )

@@ -73,24 +73,8 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
         on_host = ctx.backend.workspace_on_host
         if on_host and record.get("storage_path") and ctx.storage and not replaces:
             _fetch_from_storage(ctx, name, record["storage_path"], workspace)
-        container, port = _start(ctx, name, ContainerSpec(
-            name=name,
-            image=spec.image,
-            host_port=0,  # chosen by _start
-            environment={**environment, **secret.environment(ctx.backend, spec.image, token),
-                         "NGINX_TIMEOUT": str(spec.timeout)},
-            labels={**rebuild.labels_of(ctx.settings, ctx.host, record), **secret.labels(token)},
-            workspace=workspace,
-            readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
-            **limits.container_limits(ctx.settings, spec, record, ctx.backend.default_limits()),
-            runtime_config=spec.runtime_config,
-            egress=spec.egress,
-            egress_allow=spec.egress_allow,
-        ))
-        ctx.store.update(name, container_id=container.id, ports=[str(port)],
-                         **address_fields(container, port))
-        record = ctx.store.get(name)
-        ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
+        with ctx.creates:
+            record = _start_and_wait(ctx, name, record, spec, environment, token, workspace)
         if not on_host and record.get("storage_path") and ctx.storage:
             # its files come now, through its agent (a restore's too: its recycle kept them there)
             report = remote_workspace.fill(ctx, record, record["storage_path"])
@@ -114,8 +98,10 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     # call does not pay for a cold connection, cold pages and the agent's lazy imports (~5 ms).
     ctx.job_client.send(jobs.AGENT, {"name": name, "op": "warm", "timeout": 10}, host=ctx.host)
     if record.get("pool_type"):
-        ctx.store.pool_add(record["pool_type"], name)
-    log.info("sandbox %s: %s on port %s", name, "running" if session else "warm", port)
+        _pool_ready(ctx, record["pool_type"], name)
+    else:
+        log.info("sandbox %s: %s on port %s", name, "running" if session else "warm",
+                 record.get("port"))
     return name
 
 
@@ -126,6 +112,45 @@ def address_fields(container: Container, port: int) -> dict[str, str]:
     if container.url:
         return {"url": container.url, "agent_url": container.url}
     return {"url": f"http://localhost:{port}"}
+
+
+def _pool_ready(ctx: WorkerContext, pool_type: str, name: str) -> None:
+    """A pooled sandbox is ready: to the oldest claim waiting for one, else into the pool."""
+    outcome = ctx.store.pool_ready(pool_type, name, jobs.encode_reply(name))
+    if outcome == "surplus":  # its claim gave up, and the pool is full without it
+        log.info("sandbox %s: not wanted any more (the %s pool is full); releasing it", name,
+                 pool_type)
+        record = ctx.store.get(name)
+        if record and ctx.store.retire(record) is not None:
+            teardown(ctx, name)
+    else:
+        log.info("sandbox %s: %s", name, {"handed": "running, for a claim that waited",
+                                          "pooled": f"warm, in the {pool_type} pool",
+                                          "gone": "released while it started"}[outcome])
+
+
+def _start_and_wait(ctx: WorkerContext, name: str, record: dict, spec, environment: dict,
+                    token: str, workspace: str) -> dict:
+    """Start the container and wait until its agent answers; returns the record as it is then."""
+    container, port = _start(ctx, name, ContainerSpec(
+        name=name,
+        image=spec.image,
+        host_port=0,  # chosen by _start
+        environment={**environment, **secret.environment(ctx.backend, spec.image, token),
+                     "NGINX_TIMEOUT": str(spec.timeout)},
+        labels={**rebuild.labels_of(ctx.settings, ctx.host, record), **secret.labels(token)},
+        workspace=workspace,
+        readonly_mounts=ctx.settings.READONLY_MOUNTS or {},
+        **limits.container_limits(ctx.settings, spec, record, ctx.backend.default_limits()),
+        runtime_config=spec.runtime_config,
+        egress=spec.egress,
+        egress_allow=spec.egress_allow,
+    ))
+    ctx.store.update(name, container_id=container.id, ports=[str(port)],
+                     **address_fields(container, port))
+    record = ctx.store.get(name)
+    ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
+    return record
 
 
 def _replace(ctx: WorkerContext, old: str, new: str) -> None:
@@ -146,7 +171,8 @@ def fail(ctx: WorkerContext, name: str, reason: str) -> None:
     ctx.store.retire(record, states.RELEASED)
     ctx.store.update(name, state=states.ERROR, recycle_reason=reason[:500])
     if record.get("pool_type"):
-        ctx.store.pool_abandon(record["pool_type"], name)
+        ctx.store.pool_abandon(record["pool_type"], name, jobs.encode_reply(error=Unavailable(
+            f"a {record['pool_type']} sandbox could not be started: {reason[:500]}")))
     teardown(ctx, name, keep_workspace=False)
 
 

@@ -125,6 +125,14 @@ def container_starts(engine, prefix: str, since: float) -> list[str]:
     return [name for name in names if name.startswith(prefix)]
 
 
+def container_start_times(engine, prefix: str, since: float) -> list[float]:
+    """When each of ``prefix``'s containers started from ``since`` on (epoch seconds, sorted)."""
+    events = engine.events(since=int(since), until=int(time.time()) + 1,
+                           filters={"type": "container", "event": "start"}, decode=True)
+    return sorted(e["timeNano"] / 1e9 if "timeNano" in e else float(e["time"]) for e in events
+                  if e.get("Actor", {}).get("Attributes", {}).get("name", "").startswith(prefix))
+
+
 #: Small thread counts: the machine has two cores and tests run several fleets.
 _FAST = {"POOL_SIZE": 1, "FLEET_WORKER_CONCURRENCY": 8, "FLEET_CALL_CONCURRENCY": 16}
 

@@ -7,11 +7,13 @@
   N sessions               set    session ids with at least one sandbox
   N heartbeats             zset   session id -> last touch (the reaper reads only the expired)
   N pool_pending:<type>    zset   pooled creates in flight -> start time
+  N pool_waiters:<type>    list   claims (job ids) waiting for the next pooled create, oldest first
   N deadlines              zset   record name -> when the reaper next looks at its lifetime
   N draining:<host>        string set while a host shuts down: its workers start no creates
   N workers                set    worker processes that beat (or did)
   N worker:<node>          hash   a live worker process and the jobs it holds (TTL: its heartbeat)
-  N waiting:<job>          string exists while a caller waits for the job's reply (TTL: its patience)
+  N waiting:<job>          string exists while a caller waits for the job's reply (TTL: its patience);
+                                  a claim waiting for the pool keeps its session and meta in it
   N reply:<job>            list   the job's reply, pushed once
   N lock:<what>            string a lock's owner token (TTL: the lock's lifetime)
   N epoch                  string when this store's state began (a worker sees a Redis loss by it)
@@ -54,6 +56,10 @@ def session(ctx: str) -> str:
 
 def pool_pending(sandbox_type: str) -> str:
     return f"{NS}pool_pending:{sandbox_type}"
+
+
+def pool_waiters(sandbox_type: str) -> str:
+    return f"{NS}pool_waiters:{sandbox_type}"
 
 
 def draining(host_name: str) -> str:

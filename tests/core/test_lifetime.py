@@ -132,7 +132,7 @@ def test_a_pool_sandbox_lifetime_starts_when_it_is_claimed(settings, store):
     fleet = make(store, settings, FLEET_SANDBOX_MAX_LIFETIME=3600)
     store.reserve_pool_slot("base", "p1", 60)
     open_live(store, "p1", pool_type="base")
-    store.pool_add("base", "p1")
+    assert store.pool_ready("base", "p1", "reply") == "pooled"
     age(store, "p1", "created_at")  # pooled long ago
     assert fleet.reap_idle() == 0
     assert store.claim("base", "s", {"session_ctx_id": "s"}) == "p1"

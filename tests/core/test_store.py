@@ -13,7 +13,7 @@ def open_warm(store: Store, name: str, pool: str = "base") -> None:
     assert store.reserve_pool_slot(pool, name, stale_after=60)
     store.open_record(name, session_id=name, sandbox_type=pool, pool_type=pool, meta={})
     assert store.finish_create(name, states.WARM)
-    store.pool_add(pool, name)
+    assert store.pool_ready(pool, name, "reply") == "pooled"
 
 
 def test_instance_cap_holds_under_concurrency(store):

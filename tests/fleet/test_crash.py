@@ -61,7 +61,8 @@ def _slow_fleet(make_fleet, tmp_path, slow_image):
     ext = tmp_path / "slow_ext.py"
     ext.write_text("from sandbox_core.registry import SandboxRegistry\n"
                    f"SandboxRegistry.register({slow_image!r}, sandbox_type='slowstart')\n")
-    return make_fleet(extensions=[str(ext)], **FAST_RECOVERY)
+    # Every create in flight at once (the worker is killed while all their agents start).
+    return make_fleet(extensions=[str(ext)], FLEET_CREATES_IN_FLIGHT=8, **FAST_RECOVERY)
 
 
 @pytest.mark.parametrize("creates", [1, 5])

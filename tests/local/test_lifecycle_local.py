@@ -11,3 +11,8 @@ from tests.fleet.test_lifecycle import (  # noqa: F401 (collected here by pytest
     test_release_answers_at_once_and_tears_down,
     test_sigterm_with_auto_cleanup_leaves_no_container,
 )
+from tests.fleet.test_pool import (  # noqa: F401,E402 (collected here by pytest)
+    test_a_burst_past_the_pool_is_served_whole_and_leaves_it_at_pool_size,
+    test_a_worker_starts_no_more_sandboxes_at_once_than_creates_in_flight,
+    test_every_claim_refills_the_pool_at_once_never_past_pool_size,
+)
