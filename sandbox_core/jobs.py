@@ -22,7 +22,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-#: Seconds of waiting for a reply between two looks at the health of the worker running the job.
+#: Seconds of one blocking read of a reply; between two, the health of the worker running the
+#: job is looked at.
 WATCH_SLICE = 1
 #: How often one job is sent again because the worker running it died.
 MAX_RESENDS = 3
@@ -126,7 +127,12 @@ class JobClient:
     def await_reply(self, job_id: str, timeout: float, missed: str) -> Any:
         """Block until the reply of a job whose waiting flag the caller set (a claim queued for
         the pool), or raise Unavailable saying ``missed`` after ``timeout`` seconds."""
-        popped = self.store.pop_reply(job_id, timeout)
+        deadline = time.monotonic() + timeout
+        popped = None
+        # In slices: a blocking read longer than the Redis client's socket timeout (redis-py's
+        # default is 5 s) would fail as a timeout of the connection itself.
+        while popped is None and (left := deadline - time.monotonic()) > 0:
+            popped = self.store.pop_reply(job_id, min(left, WATCH_SLICE))
         if popped is None:
             popped = self._give_up(job_id, f"{missed} within {timeout:g}s")
         return decode_reply(popped)
