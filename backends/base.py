@@ -139,6 +139,10 @@ class Backend(ABC):
         """Give back what ``create`` added to a workspace folder (a size-limited image) before
         the fleet deletes the folder; its container is gone by then."""
 
+    def tidy(self) -> None:
+        """Give back what sandboxes that no longer exist left beside them (e.g. a workspace image
+        a crash left). Called at every reconcile of the host."""
+
     def cleanup_host(self) -> None:
         """Remove what this host keeps for its sandboxes beside them (networks, firewall rules,
         workspace images) that no sandbox uses any more. Called once, by the worker that owns the

@@ -212,11 +212,15 @@ class DockerBackend(Backend):
     def _limit_workspace(self, spec: ContainerSpec) -> None:
         if not spec.workspace_quota or not self.quota.applies_to(spec.workspace):
             return
+        self.quota.prepare(spec.workspace, spec.workspace_quota, spec.name)
+
+    def tidy(self) -> None:
+        """Workspace images a crash left (empty, unused) go: here at every reconcile, not at each
+        create, whose path it would lengthen by a look at every image of the host."""
         try:
             self.quota.sweep(self._workspace_in_use)
         except (BackendError, OSError) as e:
-            log.warning("sandbox %s: sweeping emptied workspaces failed: %s", spec.name, e)
-        self.quota.prepare(spec.workspace, spec.workspace_quota, spec.name)
+            log.warning("sweeping emptied workspace images failed: %s", e)
 
     def release_workspace(self, path: str) -> None:
         if self.quota.applies_to(path):

@@ -7,7 +7,8 @@
      records are torn down;
   3. a port that no record on this host holds is freed, and an instance slot with no record at all
      is given back;
-  4. the recycle markers of sandboxes restored or released since are removed.
+  4. the recycle markers of sandboxes restored or released since are removed;
+  5. the backend gives back what gone sandboxes left beside them (``Backend.tidy``).
 
 ``adopt`` runs instead of step 1 when Redis lost the fleet's state while the workers ran (its
 epoch marker vanished): records are rebuilt from the containers' labels and the recycle markers,
@@ -36,6 +37,7 @@ def reconcile(ctx: WorkerContext) -> dict:
               "freed_ports": _free_unheld_ports(ctx),
               "pruned_markers": _prune_markers(ctx)}
     _give_back_lost_slots(ctx)
+    ctx.backend.tidy()
     if any(report.values()):
         log.info("reconcile %s: %s", ctx.host, report)
     return report

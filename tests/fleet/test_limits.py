@@ -138,6 +138,7 @@ def test_the_workspace_quota_holds_and_goes_with_the_sandbox(fleet):
     name = fleet.data("create", {"sandbox_type": "small"})
     mount_dir = fleet.data("get_info", {"identity": name})["mount_dir"]
     assert os.path.ismount(mount_dir)
+    assert "lost+found" not in str(texts(shell(fleet, name, "ls -A /workspace"), "stdout"))
     result = shell(fleet, name, "dd if=/dev/zero of=/workspace/big bs=1M count=200 2>&1; "
                                 "echo ok > /workspace/small; cat /workspace/small")
     out = texts(result, "stdout")[0]
