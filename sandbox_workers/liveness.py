@@ -6,7 +6,8 @@ its timeout, and a create is handed to another worker. A job counts from the mom
 receives it (a prefetched job waiting for a thread is held too), until it ends or is revoked.
 
 A tool call is reported by the heartbeat thread a few milliseconds later (woken by
-:func:`started`, coalescing bursts), never on the call's own path, so it pays nothing for it. A
+:func:`started`, coalescing bursts), never on the call's own path, so it pays nothing for it; one
+that ended by then is not written at all (its caller never asked who ran it). A
 create is reported before it runs (``urgent``): one whose worker died in those milliseconds would
 otherwise never be seen running, and its caller would wait for its whole timeout.
 """
@@ -69,6 +70,7 @@ class Heartbeat:
         self.node = node
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._written: set[str] | None = None  # the jobs the last beat wrote
 
     def start(self) -> None:
         global _heartbeat
@@ -83,17 +85,27 @@ class Heartbeat:
     def _run(self) -> None:
         next_beat = time.monotonic() + BEAT
         while not self.stopping.is_set():
-            if _news.wait(max(0.0, next_beat - time.monotonic())):
+            news = _news.wait(max(0.0, next_beat - time.monotonic()))
+            if news:
                 time.sleep(COALESCE)
             _news.clear()
-            self._beat()
-            next_beat = time.monotonic() + BEAT
+            due = time.monotonic() >= next_beat
+            if self._beat(only_if_changed=not due):
+                next_beat = time.monotonic() + BEAT
 
-    def _beat(self) -> None:
+    def _beat(self, only_if_changed: bool = False) -> bool:
+        """Write the jobs held now; with ``only_if_changed``, not if they are what was written
+        last (a call that ended within COALESCE: its caller never asked). True if written."""
+        held = running()
+        if only_if_changed and set(held) == self._written:
+            return False
         try:
-            self.store.worker_beat(self.node, running(), TTL)
+            self.store.worker_beat(self.node, held, TTL)
         except Exception:  # Redis away for a moment: the next beat tries again
             log.warning("worker %s: heartbeat failed", self.node, exc_info=True)
+            return False
+        self._written = set(held)
+        return True
 
     def stop(self) -> None:
         self.stopping.set()

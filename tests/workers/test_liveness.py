@@ -1,5 +1,7 @@
 """Which jobs a worker process holds, as its callers see them in Redis (sandbox_workers/liveness.py)."""
 
+import time
+
 import pytest
 
 from sandbox_core import polling
@@ -39,3 +41,16 @@ def test_a_job_held_twice_stays_held_until_both_end(store, heartbeat):
     assert liveness.running() == []
     liveness.finished("job-x")  # a revoke after the end changes nothing
     assert liveness.running() == []
+
+
+def test_calls_that_end_before_the_report_cost_no_write(store, heartbeat, monkeypatch):
+    """The common short call: over by the time the heartbeat thread would report it, so the
+    thread writes nothing (only the regular beat, once a second, goes on)."""
+    writes = []
+    real = store.worker_beat
+    monkeypatch.setattr(store, "worker_beat", lambda *a, **k: writes.append(a) or real(*a, **k))
+    for i in range(20):
+        liveness.started(f"short-{i}")
+        liveness.finished(f"short-{i}")
+        time.sleep(liveness.COALESCE * 2)  # the thread wakes, finds nothing new, writes nothing
+    assert len(writes) <= 2, writes  # the regular beats of about a second
