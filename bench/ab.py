@@ -1,11 +1,12 @@
-"""Two versions of the fleet side by side, in one run: ``python -m bench.ab BASE``.
+"""Two versions of the fleet side by side, in one run: ``python -m bench.ab BASE [CHANGED]``.
 
-A is the fleet at git revision BASE of this checkout (exported to a temporary folder), B the
-working tree. Each round starts both fresh, alternating which goes first, and runs the workloads
-of ``bench.sidebyside`` against each; only the fleet's own processes run A's code (through
-PYTHONPATH), the bench and its client are B's. On a host shared with other work, only what one
-run measures compares: the table gives both values, their ratio B / A, and the CPU milliseconds
-per churn session of every part (dockerd and containerd count the whole host's containers).
+A is the fleet at git revision BASE of this checkout (exported to a temporary folder), B the one
+at revision CHANGED, or the working tree. Each round starts both fresh, alternating which goes
+first, and runs the workloads of ``bench.sidebyside`` against each; only the fleets' own
+processes run the exported code (through PYTHONPATH), the bench and its client are this
+checkout's. On a host shared with other work, only what one run measures compares: the table
+gives both values, their ratio B / A, and the CPU milliseconds per churn session of every part
+(dockerd and containerd count the whole host's containers).
 """
 
 from __future__ import annotations
@@ -60,14 +61,18 @@ def fleet_from(tree: Path | None):
 @click.command()
 @workload_options
 @click.argument("base")
-def main(sizes: dict, base: str) -> None:
-    """Run the same workloads against the fleet at BASE (A) and the working tree (B)."""
+@click.argument("changed", required=False)
+def main(sizes: dict, base: str, changed: str | None) -> None:
+    """Run the same workloads against the fleet at BASE (A) and at CHANGED (B; default: the
+    working tree, read as each of its fleets starts, so leave it alone while this runs)."""
     head = subprocess.run(["git", "-C", str(CHECKOUT), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
-    with exported(base) as tree:
-        results = run_rounds("ab", {"A": fleet_from(tree), "B": fleet_from(None)}, sizes,
-                             {"ab": {"A": base, "B": f"working tree at {head}"}})
-    click.echo(markdown(results, columns=("A", "B"), headers=(f"A ({base})", "B (working tree)", "B / A")))
+    label = changed or f"working tree at {head}"
+    with exported(base) as tree, \
+            (exported(changed) if changed else contextlib.nullcontext()) as changed_tree:
+        results = run_rounds("ab", {"A": fleet_from(tree), "B": fleet_from(changed_tree)}, sizes,
+                             {"ab": {"A": base, "B": label}})
+    click.echo(markdown(results, columns=("A", "B"), headers=(f"A ({base})", f"B ({label})", "B / A")))
     click.echo()
     click.echo(cpu_markdown(results, ("A", "B")))
 
