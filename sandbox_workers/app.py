@@ -78,16 +78,35 @@ def _role(argv: list[str]) -> str:
     return "worker"
 
 
+#: The lifecycle worker's niceness: its share of a busy host's CPU next to the call path's.
+LIFECYCLE_NICE = 10
+
+
+def _queues(options: dict) -> list[str]:
+    queues = options.get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    return [q.strip() for q in queues]
+
+
 @celeryd_init.connect
 def _calls_only_worker_skips_ack_emulation(conf, options, **_: object) -> None:
     """A worker that consumes only tool-call queues does without kombu's unacked bookkeeping
     (a write before and a delete after every message): calls are never redelivered anyway, and the
     two Redis round trips are on every call's path. Lifecycle workers keep it, for redelivery."""
-    queues = options.get("queues") or []
-    if isinstance(queues, str):
-        queues = queues.split(",")
-    if queues and all(q.strip().endswith(".calls") for q in queues):
+    queues = _queues(options)
+    if queues and all(q.endswith(".calls") for q in queues):
         conf.broker_transport_options = {**conf.broker_transport_options, "ack_emulation": False}
+
+
+@celeryd_init.connect
+def _lifecycle_worker_yields_the_cpu(options, **_: object) -> None:
+    """A worker that consumes no tool-call queue runs niced: starting and removing containers
+    (and the mkfs, mount and iptables they run) can wait a little, a tool call should not. The
+    nice value does not reach the containers themselves: Docker starts those."""
+    queues = _queues(options)
+    if queues and not any(q.endswith(".calls") for q in queues):
+        os.nice(LIFECYCLE_NICE)
 
 
 @task_received.connect

@@ -1,7 +1,8 @@
 """The warm pool under load: every claim refills it at once (never past POOL_SIZE), claims that
-find it empty are served first come first served as creates finish, and a worker starts no more
-sandboxes at once than FLEET_CREATES_IN_FLIGHT."""
+find it empty are served first come first served as creates finish, a worker starts no more
+sandboxes at once than FLEET_CREATES_IN_FLIGHT, and the lifecycle worker yields the CPU to calls."""
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -84,3 +85,17 @@ def test_a_worker_starts_no_more_sandboxes_at_once_than_creates_in_flight(
     # Its agent answers 8 s after the start: the second container started only after that.
     first, second = container_start_times(docker_client, fleet.prefix, since)
     assert second - first >= 7.5, (first, second)
+
+
+def test_the_lifecycle_worker_runs_niced_and_the_call_path_does_not(make_fleet):
+    from sandbox_workers.app import LIFECYCLE_NICE
+
+    fleet = make_fleet(POOL_SIZE=0)
+
+    def nice(marker: str) -> int:
+        (pid,) = fleet.pids(marker)
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
+
+    base = os.nice(0)
+    assert nice("lifecycle@") == base + LIFECYCLE_NICE
+    assert nice("calls@") == nice("gunicorn") == base

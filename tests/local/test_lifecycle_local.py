@@ -15,4 +15,5 @@ from tests.fleet.test_pool import (  # noqa: F401,E402 (collected here by pytest
     test_a_burst_past_the_pool_is_served_whole_and_leaves_it_at_pool_size,
     test_a_worker_starts_no_more_sandboxes_at_once_than_creates_in_flight,
     test_every_claim_refills_the_pool_at_once_never_past_pool_size,
+    test_the_lifecycle_worker_runs_niced_and_the_call_path_does_not,
 )
