@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 QUEUE_SLACK = 30
 #: The agent enforces a tool's timeout; the caller waits a little longer for the reply to travel.
 CALL_SLACK = 10
+#: Lifetime (s) of a call's waiting flag, set before its timeout is known (it is in the record
+#: read in the same round trip): the longest a call job may run (sandbox_workers.tasks.agent).
+#: The flag goes with the reply, or when the caller gives up; this bounds only a dead caller's.
+CALL_PATIENCE = 3700
 #: Seconds between two heartbeat writes of a busy session.
 TOUCH_EVERY = 1.0
 #: Creates one refill sends beyond POOL_SIZE for claims waiting on an empty pool (more wait for
@@ -151,12 +155,14 @@ class Fleet:
 
     # -- using -------------------------------------------------------------------------------
 
-    def live_record(self, identity: str, touch: bool = False) -> dict:
+    def live_record(self, identity: str, touch: bool = False,
+                    expect_reply: tuple[str, float] | None = None) -> dict:
         """The live record an identity points at (following redirects), or NotFound.
 
-        With ``touch``, the session's heartbeat is recorded and a recycled sandbox is restored.
+        With ``touch``, the session's heartbeat is recorded and a recycled sandbox is restored;
+        ``expect_reply`` is the store's (``Store.find``).
         """
-        record = self.store.find(_identity(identity))
+        record = self.store.find(_identity(identity), expect_reply=expect_reply)
         if record is None:
             raise NotFound(f"sandbox not found: {identity}")
         # A heartbeat a second old is fresh enough: the reaper works in HEARTBEAT_TIMEOUT units,
@@ -177,11 +183,16 @@ class Fleet:
     def agent_call(self, identity: str, op: str, timeout: float | None = None,
                    touch: bool = True, **payload: Any) -> Any:
         """Carry one request into a sandbox through its host's call queue."""
-        record = self.live_record(identity, touch=touch)
+        job_id = uuid.uuid4().hex
+        try:  # one round trip reads the record and says that its reply is awaited
+            record = self.live_record(identity, touch=touch, expect_reply=(job_id, CALL_PATIENCE))
+        except NotFound:
+            self.store.stop_waiting(job_id)
+            raise
         timeout = timeout or record.get("timeout") or self.settings.RUNTIME_SANDBOX_TIMEOUT
         return self.job_client.run(
             jobs.AGENT, {"name": record["container_name"], "op": op, "timeout": timeout, **payload},
-            timeout + CALL_SLACK, host=record["host"])
+            timeout + CALL_SLACK, host=record["host"], job_id=job_id, awaited=True)
 
     def control(self, identity: str, op: str) -> Any:
         """start / stop / status of a sandbox's container, on its host."""

@@ -94,16 +94,18 @@ class JobClient:
         self.store = store
 
     def run(self, name: str, kwargs: dict, timeout: float, *, host: str | None = None,
-            job_id: str | None = None, resend_if_lost: bool = False) -> Any:
+            job_id: str | None = None, resend_if_lost: bool = False, awaited: bool = False) -> Any:
         """Send a job (to the queue ``queue_for`` names) and block until its reply, or raise
-        Unavailable after ``timeout`` seconds.
+        Unavailable after ``timeout`` seconds. ``awaited``: the caller registered its wait for
+        ``job_id``'s reply already (``Store.find``'s ``expect_reply``).
 
         With ``resend_if_lost`` (idempotent jobs: creates), a job whose worker dies is sent again,
         under the same id, for a live worker to take over; otherwise the caller is told at once.
         """
         queue = queue_for(name, host)
         job_id = job_id or uuid.uuid4().hex
-        self.store.expect_reply(job_id, timeout + 5)
+        if not awaited:
+            self.store.expect_reply(job_id, timeout + 5)
         deadline = time.monotonic() + timeout
         self.send(name, kwargs, host=host, job_id=job_id, expires=timeout)
         popped = None

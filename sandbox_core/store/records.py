@@ -33,9 +33,23 @@ class Records(StoreBase):
         """One field of a record as stored (a string), without reading the rest."""
         return self.redis.hget(keys.record(name), field_name)
 
-    def find(self, identity: str, follow: bool = True) -> dict | None:
-        """A record by container name or bare session id, following ``redirect_to`` hops."""
-        record = self.get(identity) or self.get(self.settings.CONTAINER_PREFIX_KEY + identity)
+    def find(self, identity: str, follow: bool = True,
+             expect_reply: tuple[str, float] | None = None) -> dict | None:
+        """A record by container name or bare session id, following ``redirect_to`` hops.
+
+        With ``expect_reply`` (job id, patience), the caller's wait for that job's reply is
+        registered (as ``expect_reply`` does) in the round trip of the first read: a tool call
+        reads its sandbox's record and sends its job right after."""
+        if expect_reply:
+            job_id, patience = expect_reply
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hgetall(keys.record(identity))
+            pipe.set(keys.waiting(job_id), "1", ex=max(1, int(patience)))
+            data = pipe.execute()[0]
+            record = _decode(data) if data else None
+        else:
+            record = self.get(identity)
+        record = record or self.get(self.settings.CONTAINER_PREFIX_KEY + identity)
         hops = 0
         while follow and record and record.get("redirect_to") and hops < MAX_REDIRECTS:
             record = self.get(record["redirect_to"]) or record

@@ -112,3 +112,12 @@ def test_reply_reaches_only_a_waiter(store):
     store.expect_reply("job2", 60)
     assert store.reply("job2", "y")
     assert store.pop_reply("job2", 1) == "y"
+
+
+def test_find_can_register_a_wait_for_a_reply_in_the_same_round_trip(store):
+    name = store.settings.CONTAINER_PREFIX_KEY + "abc"
+    store.open_record(name, session_id="abc", sandbox_type="base", meta={})
+    assert store.find("abc", expect_reply=("job-f", 60))["container_name"] == name
+    assert store.is_waited("job-f") and 0 < store.redis.ttl("sandbox_fleet:waiting:job-f") <= 60
+    assert store.find("nothing", expect_reply=("job-g", 60)) is None
+    assert store.stop_waiting("job-g")  # the caller's to drop when nothing was found
