@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
@@ -168,8 +169,8 @@ class DockerBackend(Backend):
         """Remove the fleet's networks that no sandbox is attached to any more (a sandbox of
         another worker host on this engine may still use one: then Docker refuses, and that is
         fine), and their firewall rules."""
-        with contextlib.suppress(BackendError, OSError):
-            self.quota.sweep(self._workspace_in_use)
+        with contextlib.suppress(BackendError, OSError, DockerException):
+            self.quota.sweep(self._workspaces_in_use())
         for (egress, allow), name in list(self.networks.items()):
             try:
                 self.client.networks.get(name).remove()
@@ -218,8 +219,8 @@ class DockerBackend(Backend):
         """Workspace images a crash left (empty, unused) go: here at every reconcile, not at each
         create, whose path it would lengthen by a look at every image of the host."""
         try:
-            self.quota.sweep(self._workspace_in_use)
-        except (BackendError, OSError) as e:
+            self.quota.sweep(self._workspaces_in_use())
+        except (BackendError, OSError, DockerException) as e:
             log.warning("sweeping emptied workspace images failed: %s", e)
 
     def release_workspace(self, path: str) -> None:
@@ -229,6 +230,22 @@ class DockerBackend(Backend):
     def _workspace_in_use(self, path: str) -> bool:
         """Whether any container (running or not) still mounts this host folder."""
         return bool(self.client.api.containers(all=True, filters={"volume": path}))
+
+    def _workspaces_in_use(self) -> Callable[[str], bool]:
+        """_workspace_in_use for a sweep: one listing of every container's mounts, made at the
+        first question, for all of them (a look per image cost a sweep of a host of 400 idle
+        sandboxes 400 listings). The sweep holds the images' lock, under which no create can
+        mount an image; one younger than the sweep's age it leaves alone anyway."""
+        mounted: set[str] | None = None
+
+        def in_use(path: str) -> bool:
+            nonlocal mounted
+            if mounted is None:
+                mounted = {m.get("Source") for c in self.client.api.containers(all=True)
+                           for m in c.get("Mounts") or []}
+            return path in mounted
+
+        return in_use
 
     def _bridge(self, egress: str, allow: tuple[str, ...] = ()) -> str:
         """At most 15 characters: sf- (open), sfl- (lan), sfx- (none), sfa<hash> (open + allow)."""
