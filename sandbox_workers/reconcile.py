@@ -50,8 +50,7 @@ def _our_containers(ctx: WorkerContext) -> dict[str, Container]:
 
 def _remove_unclaimed(ctx: WorkerContext, containers: dict[str, Container]) -> list[str]:
     removed = []
-    for name in containers:
-        record = ctx.store.get(name)
+    for name, record in ctx.store.get_many(containers).items():
         if record is None or record["state"] not in states.LIVE_STATES:
             log.info("sandbox %s: removing its container: no live record claims it", name)
             # A recycled one (its teardown may not have run yet) keeps its workspace for restore.
@@ -69,8 +68,7 @@ def _remove_unclaimed(ctx: WorkerContext, containers: dict[str, Container]) -> l
 
 def _close_orphaned_records(ctx: WorkerContext, containers: dict[str, Container]) -> list[str]:
     closed = []
-    for name in ctx.store.host_names(ctx.host):
-        record = ctx.store.get(name)
+    for name, record in ctx.store.get_many(ctx.store.host_names(ctx.host)).items():
         if record is None or record["state"] not in states.LIVE_STATES:
             # Released, recycled or gone: make sure its port, container and host entry are back.
             lifecycle.teardown(ctx, name, keep_workspace=bool(record) and
@@ -108,11 +106,8 @@ def _create_in_flight(ctx: WorkerContext, record: dict) -> bool:
 
 
 def _free_unheld_ports(ctx: WorkerContext) -> int:
-    held = set()
-    for name in ctx.store.host_names(ctx.host):
-        record = ctx.store.get(name)
-        if record and record.get("port"):
-            held.add(record["port"])
+    held = {record["port"] for record in ctx.store.get_many(ctx.store.host_names(ctx.host)).values()
+            if record and record.get("port")}
     unheld = ctx.store.ports_taken(ctx.host) - held
     for port in unheld:
         ctx.store.free_port(ctx.host, port)
@@ -120,8 +115,8 @@ def _free_unheld_ports(ctx: WorkerContext) -> int:
 
 
 def _give_back_lost_slots(ctx: WorkerContext) -> None:
-    for name in ctx.store.live_names():
-        if ctx.store.get(name) is None:
+    for name, record in ctx.store.get_many(ctx.store.live_names()).items():
+        if record is None:
             ctx.store.give_back_instance(name)
 
 

@@ -29,6 +29,15 @@ class Records(StoreBase):
         data = self.redis.hgetall(keys.record(name))
         return _decode(data) if data else None
 
+    def get_many(self, names: Iterable[str]) -> dict[str, dict | None]:
+        """Many records in one round trip (a host's reconcile reads them all)."""
+        names = list(names)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(keys.record(name))
+        return {name: _decode(data) if data else None
+                for name, data in zip(names, pipe.execute(), strict=True)}
+
     def field(self, name: str, field_name: str) -> str | None:
         """One field of a record as stored (a string), without reading the rest."""
         return self.redis.hget(keys.record(name), field_name)

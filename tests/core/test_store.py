@@ -121,3 +121,10 @@ def test_find_can_register_a_wait_for_a_reply_in_the_same_round_trip(store):
     assert store.is_waited("job-f") and 0 < store.redis.ttl("sandbox_fleet:waiting:job-f") <= 60
     assert store.find("nothing", expect_reply=("job-g", 60)) is None
     assert store.stop_waiting("job-g")  # the caller's to drop when nothing was found
+
+
+def test_get_many_reads_records_in_one_go_and_says_which_are_gone(store):
+    store.open_record("m1", session_id="m1", sandbox_type="base", meta={"a": 1})
+    got = store.get_many(["m1", "gone"])
+    assert got["m1"]["meta"] == {"a": 1} and got["gone"] is None
+    assert store.get_many([]) == {}
