@@ -106,8 +106,16 @@ def test_worker_killed_around_a_release(make_fleet, docker_client):
 
 
 def test_redis_restarting_empty_is_survived(make_fleet, docker_client):
+    from tests.fleet.test_metrics import scrape, value
+
     fleet = make_fleet(**FAST_RECOVERY)
     name = fleet.data("create", {"sandbox_type": "base", "meta": {"session_ctx_id": "s1"}})
+    # The create's job ends (acknowledged to the broker) after its reply; its count reaches
+    # /metrics up to a second after that. A worker acknowledging into a Redis just killed dies,
+    # and on the local-process backend its sandboxes die with it (Docker's live on).
+    ok = {"host": fleet.values["FLEET_HOST_NAME"], "sandbox_type": "base", "result": "ok"}
+    fleet.wait_for(lambda: value(scrape(fleet), "sandbox_fleet_creates_total", **ok) >= 1,
+                   what="the create's job to end")
     kill9(fleet, "redis-server")  # the supervisor starts it again, empty
 
     def answers():
