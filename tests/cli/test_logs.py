@@ -28,7 +28,7 @@ def test_an_idle_fleet_is_quiet_and_tool_output_stays_out(make_fleet):
                    "a warm sandbox")
     # Wait for the start-up lines to end (the warm sandbox's warm-up call), then watch the idle
     # fleet for a while: beat ticks every second (refill and reaper) all along.
-    fleet.wait_for(lambda: "warm on port" in fleet.tail(20000), 30, "the pool's create line")
+    fleet.wait_for(lambda: "warm, in the base pool" in fleet.tail(20000), 30, "the pool's create line")
     mark = fleet.log.stat().st_size
     time.sleep(IDLE_WINDOW)  # a measuring window, not synchronisation
     idle = [line for line in log_lines(fleet, mark) if LINE.match(line)]
