@@ -73,8 +73,9 @@ def main(sizes: dict, base: str, changed: str | None) -> None:
         results = run_rounds("ab", {"A": fleet_from(tree), "B": fleet_from(changed_tree)}, sizes,
                              {"ab": {"A": base, "B": label}})
     click.echo(markdown(results, columns=("A", "B"), headers=(f"A ({base})", f"B ({label})", "B / A")))
-    click.echo()
-    click.echo(cpu_markdown(results, ("A", "B")))
+    for workload in ("churn", "concurrent"):
+        click.echo()
+        click.echo(cpu_markdown(results, ("A", "B"), workload))
 
 
 if __name__ == "__main__":

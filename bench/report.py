@@ -75,23 +75,25 @@ def markdown(results: dict, columns: tuple[str, str] = ("upstream", "fleet"),
     return "\n".join(lines)
 
 
-def cpu_markdown(results: dict, columns: tuple[str, ...]) -> str:
-    """CPU milliseconds per churn session, by part (``--profile`` or not, the churn result
-    carries ``cpu_s``): the median over rounds of each column."""
-    per_session: dict[str, dict[str, list[float]]] = {kind: {} for kind in columns}
+def cpu_markdown(results: dict, columns: tuple[str, ...], workload: str = "churn") -> str:
+    """CPU milliseconds per churn session (``workload="churn"``) or per call of the concurrent
+    sessions (``"concurrent"``), by part, from the ``cpu_s`` the workload's result carries: the
+    median over rounds of each column."""
+    unit = "session" if workload == "churn" else "call"
+    per: dict[str, dict[str, list[float]]] = {kind: {} for kind in columns}
     for entry in results["rounds"]:
         for kind in columns:
-            churn = dig(entry.get(kind, {}), ("churn",)) or {}
-            for part, seconds in (churn.get("cpu_s") or {}).items():
-                per_session[kind].setdefault(part, []).append(
-                    1000 * seconds / max(1, churn.get("sessions") or 1))
-    parts = sorted({p for kind in columns for p in per_session[kind]},
-                   key=lambda p: -max(statistics.median(per_session[k].get(p) or [0])
-                                       for k in columns))
-    lines = ["CPU ms per churn session, by part (median over rounds)", "",
+            done = dig(entry.get(kind, {}), (workload,)) or {}
+            count = (done.get("sessions") if workload == "churn"
+                     else (done.get("agents") or 0) * (done.get("calls_per_agent") or 0))
+            for part, seconds in (done.get("cpu_s") or {}).items():
+                per[kind].setdefault(part, []).append(1000 * seconds / max(1, count or 1))
+    parts = sorted({p for kind in columns for p in per[kind]},
+                   key=lambda p: -max(statistics.median(per[k].get(p) or [0]) for k in columns))
+    lines = [f"CPU ms per {workload} {unit}, by part (median over rounds)", "",
              "| part | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for part in parts:
-        cells = [f"{statistics.median(per_session[k][part]):.0f}" if per_session[k].get(part)
-                 else "—" for k in columns]
+        cells = [f"{statistics.median(per[k][part]):.1f}" if per[k].get(part) else "—"
+                 for k in columns]
         lines.append(f"| {part} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -31,7 +31,7 @@ from tests.localfleet import LocalFleet
 
 from . import profile, upstream, workloads
 from .fleet_bench import idle_memory
-from .report import markdown
+from .report import cpu_markdown, markdown
 
 SETTLE_TIMEOUT = 300.0
 # --profile: the fleet's processes py-spy samples during churn, by a marker in their command line
@@ -125,7 +125,9 @@ def one_round(kind: str, folder: Path, start: ServerFactory, docker_client, size
             result["churn"].setdefault("py_spy", {})[name] = profile.summarise(out)
         result["churn"]["settle_after_s"] = settle()
         click.echo(f"  {kind}: {sizes['agents']} agents x {sizes['calls']} calls", err=True)
-        result["concurrent"] = workloads.concurrent(client, sizes["agents"], sizes["calls"])
+        result["concurrent"] = workloads.concurrent(
+            client, sizes["agents"], sizes["calls"],
+            cpu_snapshot=lambda: profile.cpu_snapshot(server.proc.pid))
         result["concurrent"]["settle_after_s"] = settle()
         click.echo(f"  {kind}: a burst of {sizes['burst']} sessions", err=True)
         result["burst"] = workloads.burst(client, sizes["burst"])
@@ -228,6 +230,9 @@ def main(sizes: dict, only: str) -> None:
     results = run_rounds("sidebyside", servers, sizes,
                          {"upstream": {"version": upstream.VERSION, "image": upstream.IMAGE}})
     click.echo(markdown(results))
+    for workload in ("churn", "concurrent"):
+        click.echo()
+        click.echo(cpu_markdown(results, tuple(kinds), workload))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from . import profile
 from .fleet_bench import ECHO, container_endpoint, first_stdout, percentiles
 
 REQUEST_TIMEOUT = 120.0
@@ -110,9 +111,12 @@ def churn(client: Client, sessions: int, interval: float, calls: int, deadline_s
             "elapsed_s": round(time.perf_counter() - started, 2), **_failures(errors)}
 
 
-def concurrent(client: Client, agents: int, calls: int) -> dict:
+def concurrent(client: Client, agents: int, calls: int,
+               cpu_snapshot: Callable[[], dict] | None = None) -> dict:
     """``agents`` sessions held at once, each making ``calls`` calls in a loop; calls/s over the
-    window from the first call to the last answer (claims and releases are not in it)."""
+    window from the first call to the last answer (claims and releases are not in it). With
+    ``cpu_snapshot`` (bench.profile's), the CPU seconds per part over that window too, the bench's
+    own process (the client, on the same cores) as "bench client"."""
     errors: list[str] = []
     lock = threading.Lock()
     with ThreadPoolExecutor(agents) as pool:
@@ -136,9 +140,14 @@ def concurrent(client: Client, agents: int, calls: int) -> dict:
                 with lock:
                     samples.append(time.perf_counter() - t)
 
+        before, client_cpu = (cpu_snapshot() if cpu_snapshot else None), time.process_time()
         started = time.perf_counter()
         list(pool.map(loop, names))
         elapsed = time.perf_counter() - started
+        cpu = None
+        if before is not None:
+            cpu = {**profile.cpu_delta(before, cpu_snapshot()),
+                   "bench client": round(time.process_time() - client_cpu, 2)}
         for name in names:
             try:
                 client.release(name)
@@ -146,7 +155,7 @@ def concurrent(client: Client, agents: int, calls: int) -> dict:
                 errors.append(f"{type(e).__name__}: {e}")
     return {"agents": len(names), "calls_per_agent": calls, "elapsed_s": round(elapsed, 2),
             "calls_per_s": round(len(samples) / elapsed, 2) if elapsed else None,
-            "call": _stats(samples), **_failures(errors)}
+            "call": _stats(samples), **({"cpu_s": cpu} if cpu else {}), **_failures(errors)}
 
 
 def burst(client: Client, sessions: int) -> dict:
