@@ -84,8 +84,8 @@ def cpu_markdown(results: dict, columns: tuple[str, ...], workload: str = "churn
     for entry in results["rounds"]:
         for kind in columns:
             done = dig(entry.get(kind, {}), (workload,)) or {}
-            count = (done.get("sessions") if workload == "churn"
-                     else (done.get("agents") or 0) * (done.get("calls_per_agent") or 0))
+            # per call answered (a loop that failed stops early), per session that arrived
+            count = done.get("sessions") if workload == "churn" else dig(done, ("call", "n"))
             for part, seconds in (done.get("cpu_s") or {}).items():
                 per[kind].setdefault(part, []).append(1000 * seconds / max(1, count or 1))
     parts = sorted({p for kind in columns for p in per[kind]},
