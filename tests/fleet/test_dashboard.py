@@ -49,6 +49,9 @@ def test_dashboard_shows_two_hosts_in_a_browser(make_fleet, redis_url, raw_redis
         # A create Docker refuses (an environment variable without a name): a recent failure.
         refused = fleet.post("create", {"sandbox_type": "base", "environment": {"": "x"}}).json()
         assert refused["data"] is None
+        # Workers write their failures to the store once a second (sandbox_core.metrics).
+        fleet.wait_for(lambda: "invalid environment variable" in fleet.get("dashboard").text,
+                       what="the refused create among the recent failures")
         fleet.wait_for(lambda: fleet.get("fleet/status").json()["pools"]["base"]["warm"] == 1,
                        what="the warm pool sandbox")
 
