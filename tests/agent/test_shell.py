@@ -93,3 +93,12 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_command_is_what_the_kernel_kills_first_and_bash_env_is_not_left_behind(agent):
+    # bash reads oom_victim.sh through BASH_ENV: the score is raised without a /bin/sh in between,
+    # and the command's own shells neither see BASH_ENV nor read the file again.
+    result = agent.tool("run_shell_command",
+                        command='cat /proc/self/oom_score_adj; echo "[$BASH_ENV]"; '
+                                'bash -c \'cat /proc/$$/oom_score_adj; echo "[$BASH_ENV]"\'')
+    assert texts(result)["stdout"].splitlines() == ["1000", "[]", "1000", "[]"]
