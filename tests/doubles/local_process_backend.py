@@ -174,7 +174,7 @@ class LocalProcessBackendForTests(Backend):
         if self._status(state) != "running":
             return
         pid = state["pid"]
-        for kill, sig, wait in ((os.kill, signal.SIGTERM, grace), (os.killpg, signal.SIGKILL, 10.0)):
+        for kill, sig, wait in ((os.kill, signal.SIGTERM, grace), (_kill_tree, signal.SIGKILL, 10.0)):
             with contextlib.suppress(ProcessLookupError):
                 kill(pid, sig)
             deadline = time.monotonic() + wait
@@ -277,6 +277,18 @@ def _cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     return ""
+
+
+def _kill_tree(root: int, sig: int) -> None:
+    """Signal ``root`` and every process under it, as the end of a container's PID namespace
+    does: killing only init's group would leave what the sandbox started in sessions of its
+    own (``setsid cmd &``) once init, their subreaper, is gone (an agent slower than the
+    SIGTERM grace on a busy host did that)."""
+    for pid in reversed(_descendants(root)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(root, sig)
 
 
 def _descendants(root: int) -> list[int]:
