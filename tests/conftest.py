@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,16 @@ from tests.localfleet import LocalFleet as Fleet
 from tests.localfleet import private_redis
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (a CI job cancelled) ends as Ctrl-C does: pytest then tears
+    # down every fixture, so the fleets, agents and containers the tests started go with it.
+    signal.signal(signal.SIGTERM, _interrupt)
 BASE_IMAGE = "agentscope/runtime-sandbox-base:latest"
 #: The base image with an agent that starts 8 s late (the crash tests' creates stay in flight).
 SLOW_IMAGE = "sandbox-fleet-test/slowstart:latest"

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from sandbox_cli import commands
+from sandbox_cli import commands, orphans
 from sandbox_core import polling
 
 
@@ -30,7 +30,8 @@ from sandbox_core import polling
 def private_redis(folder: Path) -> Iterator[str]:
     """A redis-server on a unix socket in ``folder`` for as long as the block runs; yields its URL."""
     sock = folder / "redis.sock"
-    proc = subprocess.Popen(commands.redis_server(str(sock), str(folder)), stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(orphans.wrap(commands.redis_server(str(sock), str(folder))),
+                            stdout=subprocess.DEVNULL)
     try:
         def up() -> bool:
             if proc.poll() is not None:
@@ -85,7 +86,8 @@ class LocalFleet:
         env = {k: v for k, v in os.environ.items() if k not in self.values and k != "REDIS_URL"}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sandbox_cli.server", "--config", str(self.config), *args],
+                orphans.wrap([sys.executable, "-m", "sandbox_cli.server", "--config", str(self.config),
+                              *args]),
                 cwd=self.config.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
         def up() -> bool:
             if self.proc.poll() is not None:
@@ -198,7 +200,6 @@ class LocalHost:
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> LocalHost:
-        from sandbox_cli import orphans
         from sandbox_core.settings import EXTENSIONS_VAR, load_settings
 
         env = {**os.environ, "SANDBOX_FLEET_CONFIG": str(self.config)}

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from sandbox_cli import orphans
+
 AGENT_DIR = Path(__file__).resolve().parents[2] / "images" / "agent"
 TOKEN = "test-token-123"
 
@@ -46,7 +48,7 @@ class Agent:
     def start(self) -> Agent:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sandbox_agent"],
+                orphans.wrap([sys.executable, "-m", "sandbox_agent"]),  # dies with the tests
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
