@@ -165,12 +165,36 @@ def test_config_file_servers_start_on_first_mcp_use(make_agent, tmp_path):
 
 
 def test_a_dead_server_is_restarted_on_next_use(make_agent):
+    """Asked right after the kill, the server may still look alive (its pipes close a moment
+    before it can be reaped): the request that fails then restarts it too."""
     agent = make_agent()
     agent.post("mcp/add_servers", {"server_configs": {"mcpServers": {"tester": _config()}}})
+    for _ in range(5):
+        [pid] = _server_pids(agent)
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+        assert list(agent.get("mcp/list_tools").json()["tester"]) == ["echo", "add", "sleep", "fail"]
+        assert _server_pids(agent) != [pid]
     [pid] = _server_pids(agent)
     subprocess.run(["kill", "-9", str(pid)], check=True)
-    assert list(agent.get("mcp/list_tools").json()["tester"]) == ["echo", "add", "sleep", "fail"]
+    _wait_until_gone(pid)
+    result = agent.post("mcp/call_tool", {"tool_name": "add", "arguments": {"a": 2, "b": 3}}).json()
+    assert result["isError"] is False, result
     assert _server_pids(agent) != [pid]
+
+
+def _wait_until_gone(pid: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid):
+        assert time.monotonic() < deadline, f"process {pid} did not end"
+        time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
 
 
 def _wait_for_log(agent, text: str, seconds: float = 10) -> None:

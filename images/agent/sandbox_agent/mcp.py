@@ -160,6 +160,8 @@ class MCPManager:
         with self._lock:
             self._load_config_files()
             server = self._find(tool_name)
+            if server is not None and not server.alive:
+                self._fresh_tools(server.name)  # restarts it; a call is never retried, though
         if server is None:
             raise HTTPError(404, f"Tool '{tool_name}' not found.")
         tool = next((t for t in server.tools if t["name"] == tool_name), {})
@@ -183,12 +185,17 @@ class MCPManager:
         """List a server's tools, restarting it once if its process has died."""
         server = self._servers[name]
         try:
-            if not server.alive:
-                log.warning("MCP server %r is not running; restarting it", name)
-                server.close()
-                server.start()
-                return server.tools
-            return server.refresh_tools()
+            if server.alive:
+                try:
+                    return server.refresh_tools()
+                except MCPError:
+                    if server.alive:  # it answered an error or nothing in time: say so
+                        raise
+                    # it died while we asked (killed just before): start it again, as below
+            log.warning("MCP server %r is not running; restarting it", name)
+            server.close()
+            server.start()
+            return server.tools
         except MCPError as exc:
             raise HTTPError(502, str(exc)) from None
 

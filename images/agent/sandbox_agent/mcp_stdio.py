@@ -29,17 +29,21 @@ class StdioTransport(Transport):
         self._cwd = cwd
         self._env = {**env, **{str(k): str(v) for k, v in (config.get("env") or {}).items()}}
         self._proc: subprocess.Popen | None = None
+        #: Its pipes ended (stdout at EOF, or stdin broken): a server that exits closes them a
+        #: moment before the kernel lets it be reaped, and it can answer nothing from then on.
+        self._gone = False
         self._write_lock = threading.Lock()
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and not self._gone and self._proc.poll() is None
 
     def describe(self) -> str:
         return f"pid {self._proc.pid}" if self._proc else "not running"
 
     def open(self, receive: Callable[[bytes | str], None], closed: Callable[[], None]) -> None:
         argv = [shutil.which(self.command, path=self._env.get("PATH")) or self.command, *self.args]
+        self._gone = False
         try:
             self._proc = procs.spawn(argv, self._cwd, self._env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
@@ -56,6 +60,8 @@ class StdioTransport(Transport):
             if line:
                 receive(line)
         log.info("MCP server %r closed its stdout", self.name)
+        if self._proc is proc:  # not a restarted one's
+            self._gone = True
         closed()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -68,6 +74,7 @@ class StdioTransport(Transport):
                 proc.stdin.write(data)
                 proc.stdin.flush()
             except (BrokenPipeError, ValueError, OSError):
+                self._gone = True
                 raise MCPError(f"MCP server {self.name!r} exited") from None
 
     def close(self) -> None:
