@@ -97,5 +97,7 @@ def test_the_lifecycle_worker_runs_niced_and_the_call_path_does_not(make_fleet):
         return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[16])
 
     base = os.nice(0)
-    assert nice("lifecycle@") == base + LIFECYCLE_NICE
+    # The worker renices itself as Celery initialises it, before it consumes a job; the fleet's
+    # /health can answer a moment before that.
+    fleet.wait_for(lambda: nice("lifecycle@") == base + LIFECYCLE_NICE, what="the niced worker")
     assert nice("calls@") == nice("gunicorn") == base
