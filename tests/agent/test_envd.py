@@ -66,12 +66,29 @@ def test_pty_is_a_controlling_terminal_that_resizes(agent):
     out.until("50 132")
     # ^C reaches the foreground job only: the shell lives on (job control needs the ctty).
     type_in(agent, pid, "sleep 600\n")
+    # ^C typed before bash has made sleep the terminal's foreground job would reach bash instead
+    assert polling.poll(lambda: _foreground(pid, b"sleep\x00600"), 30, first=0.01, most=0.05)
     type_in(agent, pid, "\x03")
     type_in(agent, pid, "echo back-$((1+1))\n")
     out.until("back-2")
     type_in(agent, pid, "exit 3\n")
     polling.poll(lambda: out.read() or out.end, 30, first=0, most=0)
     assert out.end == {"exitCode": 3, "exited": True, "status": "exit status 3"}
+
+
+def _foreground(shell: int, cmdline: bytes) -> bool:
+    """Whether a child of ``shell`` running ``cmdline`` is its terminal's foreground job."""
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                running = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == shell and running.startswith(cmdline) and fields[2] == fields[5]:
+            return True  # its process group is the terminal's (tpgid)
+    return False
 
 
 def test_pty_errors_and_kill(agent):
