@@ -27,6 +27,10 @@ from tests.localfleet import LocalFleet as Fleet
 from tests.localfleet import private_redis
 
 REPO = Path(__file__).resolve().parents[1]
+BASE_IMAGE = "agentscope/runtime-sandbox-base:latest"
+#: The base image with an agent that starts 8 s late (the crash tests' creates stay in flight).
+SLOW_IMAGE = "sandbox-fleet-test/slowstart:latest"
+REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQUIRE_DOCKER"))
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
@@ -37,10 +41,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # A run stopped with SIGTERM (a CI job cancelled) ends as Ctrl-C does: pytest then tears
     # down every fixture, so the fleets, agents and containers the tests started go with it.
     signal.signal(signal.SIGTERM, _interrupt)
-BASE_IMAGE = "agentscope/runtime-sandbox-base:latest"
-#: The base image with an agent that starts 8 s late (the crash tests' creates stay in flight).
-SLOW_IMAGE = "sandbox-fleet-test/slowstart:latest"
-REQUIRE_DOCKER = bool(os.environ.get("CI") or os.environ.get("SANDBOX_FLEET_REQUIRE_DOCKER"))
 
 
 @pytest.fixture(scope="session")

@@ -97,6 +97,15 @@ class Agent:
         return response.json()
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (not yet reaped by its new parent) counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def texts(result: dict) -> dict:
     """``{description: text}`` of a CallToolResult's content."""
     return {item["description"]: item["text"] for item in result["content"]}

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from sandbox_core import polling
+
+from .conftest import alive
+
 SERVER = Path(__file__).with_name("mcp_stdio_server.py")
 
 
@@ -176,25 +180,10 @@ def test_a_dead_server_is_restarted_on_next_use(make_agent):
         assert _server_pids(agent) != [pid]
     [pid] = _server_pids(agent)
     subprocess.run(["kill", "-9", str(pid)], check=True)
-    _wait_until_gone(pid)
+    assert polling.poll(lambda: not alive(pid), 10, first=0.01, most=0.01), f"{pid} lives on"
     result = agent.post("mcp/call_tool", {"tool_name": "add", "arguments": {"a": 2, "b": 3}}).json()
     assert result["isError"] is False, result
     assert _server_pids(agent) != [pid]
-
-
-def _wait_until_gone(pid: int, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid):
-        assert time.monotonic() < deadline, f"process {pid} did not end"
-        time.sleep(0.01)
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "X"
 
 
 def _wait_for_log(agent, text: str, seconds: float = 10) -> None:

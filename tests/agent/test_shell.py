@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from .conftest import texts
+from .conftest import alive, texts
 
 
 def test_stdout_and_returncode_shape_exactly(agent):
@@ -62,9 +62,9 @@ def test_timeout_kills_the_process_group(agent):
     assert result["isError"] is True
     background = int(pidfile.read_text())
     deadline = time.monotonic() + 5
-    while _alive(background) and time.monotonic() < deadline:
+    while alive(background) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(background), "the background job of a timed-out command survived"
+    assert not alive(background), "the background job of a timed-out command survived"
 
 
 def test_background_job_holding_the_pipe_is_bounded_by_the_timeout(agent):
@@ -80,19 +80,6 @@ def test_default_timeout_comes_from_tool_timeout_then_nginx_timeout(make_agent):
     agent = make_agent(NGINX_TIMEOUT="30", TOOL_TIMEOUT="0.5")
     result = agent.tool("run_shell_command", command="sleep 10")
     assert texts(result)["stderr"] == "Command timed out after 0.5 seconds"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (not yet reaped by its new parent) counts as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_command_is_what_the_kernel_kills_first_and_bash_env_is_not_left_behind(agent):

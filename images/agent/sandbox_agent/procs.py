@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 #: Raising needs no capability; the agent cannot lower its own, so this is how it stays alive.
 OOM_VICTIM = ["/bin/sh", "-c", '{ echo 1000 >/proc/self/oom_score_adj; } 2>/dev/null; exec "$@"', "sh"]
 #: The same for ``bash`` itself, read through BASH_ENV: one exec per command instead of two
-#: (measured: 0.8 ms less CPU per shell command in a sandbox; docs/benchmarks.md).
+#: (``python -m bench.spawn``: 0.67x the CPU per command; docs/benchmarks.md).
 _BASH_OOM_VICTIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oom_victim.sh")
 #: The sandbox's memory cgroup as it sees it: v2, then v1.
 _CGROUP_V2, _CGROUP_V1 = "/sys/fs/cgroup", "/sys/fs/cgroup/memory"
