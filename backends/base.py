@@ -66,9 +66,9 @@ class Container:
     host_port: int | None = None
     workspace: str | None = None
     #: The agent's base URL (scheme, host, port, path) where the fleet must call it instead of
-    #: http://127.0.0.1:host_port: a pod's node port or pod IP (Kubernetes), a cloud endpoint as
-    #: its service gave it. The worker stores it in the record (``agent_url``) and sends every
-    #: call there.
+    #: http://127.0.0.1:host_port: a container's address on the fleet's bridge (Docker), a pod's
+    #: node port or pod IP (Kubernetes), a cloud endpoint as its service gave it. The worker
+    #: stores it in the record (``agent_url``) and sends every call there.
     url: str | None = None
 
 
@@ -76,7 +76,9 @@ class Backend(ABC):
     """Create, inspect and remove sandboxes on this host.
 
     Implementations translate their runtime's errors into ``sandbox_core.errors`` types. The
-    sandbox's agent listens on port 80 inside; ``create`` publishes it on 127.0.0.1:host_port.
+    sandbox's agent listens on port 80 inside; ``create`` publishes it on 127.0.0.1:host_port,
+    or, for a backend that needs no host port (``uses_host_port``), returns where it is as
+    ``Container.url``.
     """
 
     name = "abstract"
@@ -114,6 +116,13 @@ class Backend(ABC):
         create name none, where the backend's service sizes sandboxes itself (the cloud
         backends' upstream settings); None: the fleet's defaults per type (sandbox_core.limits)."""
         return None
+
+    @property
+    def uses_host_port(self) -> bool:
+        """Whether ``create`` needs ``ContainerSpec.host_port``, a port of PORT_RANGE that the
+        fleet holds for the sandbox while it lives. One that does not is given 0 and answers
+        with ``Container.url``."""
+        return True
 
     @property
     def workspace_on_host(self) -> bool:

@@ -76,6 +76,8 @@ class DockerBackend(Backend):
             options["memswap_limit"] = options["mem_limit"]  # no swap on top: the limit is real
         try:
             container = self._create_and_start(spec, volumes, options)
+            url = None if self.uses_host_port else _bridge_url(
+                self.client.api.inspect_container(container.id))
         except ImageNotFound as e:
             raise BadRequest(
                 f"image {spec.image} is not on this host; build it with `runtime-sandbox-builder`"
@@ -86,7 +88,18 @@ class DockerBackend(Backend):
             if "address already in use" in explanation or "port is already allocated" in explanation:
                 raise PortTaken(f"port {spec.host_port} was taken before {spec.name} could bind it") from e
             raise BackendError(f"docker could not start {spec.name}: {explanation}") from e
-        return Container(id=container.id, name=spec.name, status="running", labels=spec.labels)
+        if not (url or self.uses_host_port):
+            self._remove_by_name(spec.name)
+            raise BackendError(f"docker started {spec.name} with no address on its network")
+        return Container(id=container.id, name=spec.name, status="running", labels=spec.labels,
+                         url=url)
+
+    @property
+    def uses_host_port(self) -> bool:
+        """DOCKER_ACCESS_MODE=port publishes the agent on 127.0.0.1:host_port (a ``docker-proxy``
+        process and NAT rules per sandbox); bridge, the default, has the worker dial the
+        container's own address, which only this host reaches (measured in docs/benchmarks.md)."""
+        return self.settings.DOCKER_ACCESS_MODE == "port"
 
     def _create_and_start(self, spec: ContainerSpec, volumes: dict, options: dict):
         """create + start, not run(): run() pulls a missing image, which on a host with no
@@ -97,9 +110,10 @@ class DockerBackend(Backend):
         again, once, rather than failing the create."""
         for attempt in (1, 2):
             try:
+                ports = {"80/tcp": ("127.0.0.1", spec.host_port)} if self.uses_host_port else None
                 container = self.client.containers.create(
-                    spec.image, name=spec.name, ports={"80/tcp": ("127.0.0.1", spec.host_port)},
-                    environment=spec.environment, labels=spec.labels, volumes=volumes, **options)
+                    spec.image, name=spec.name, ports=ports, environment=spec.environment,
+                    labels=spec.labels, volumes=volumes, **options)
                 container.start()
                 return container
             except DockerNotFound as e:
@@ -134,14 +148,15 @@ class DockerBackend(Backend):
         except DockerException as e:
             raise BackendError(f"docker could not inspect {container_id}: {_explain(e)}") from e
         bindings = (data["HostConfig"].get("PortBindings") or {}).get("80/tcp") or [{}]
+        host_port = int(bindings[0]["HostPort"]) if bindings[0].get("HostPort") else None
         workspace = next((m["Source"] for m in data.get("Mounts") or []
                           if m.get("Destination") == "/workspace"), None)
         return Container(
             id=data["Id"], name=data["Name"].lstrip("/"), status=data["State"]["Status"],
             labels=data["Config"].get("Labels") or {}, image=data["Config"].get("Image"),
             environment=dict(e.split("=", 1) for e in data["Config"].get("Env") or [] if "=" in e),
-            host_port=int(bindings[0]["HostPort"]) if bindings[0].get("HostPort") else None,
-            workspace=workspace)
+            host_port=host_port, workspace=workspace,
+            url=None if host_port else _bridge_url(data))
 
     def list(self, labels: dict[str, str]) -> list[Container]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -178,6 +193,7 @@ class DockerBackend(Backend):
                 continue
             bridge = self._bridge(egress, allow)
             rules.iptables(rules.host_guard(bridge), remove=True)
+            rules.iptables(rules.inbound_guard(bridge), remove=True)
             if egress == "none":
                 rules.iptables(rules.block_all(bridge), remove=True)
             elif egress == "open":
@@ -258,7 +274,8 @@ class DockerBackend(Backend):
         """The fleet's bridge for an egress policy, made by whichever worker needs it first.
 
         On every one, sandboxes cannot reach each other (inter-container traffic off) nor open
-        connections to the host itself (an INPUT rule); their published ports still work. On the
+        connections to the host itself (an INPUT rule), and nothing off the host opens one to
+        them (a DOCKER-USER rule); the host itself still reaches their agents. On the
         ``open`` ones, what they send to non-public addresses is rejected (backends/egress.py); on
         the ``none`` one, nothing they send is forwarded off the host (a DOCKER-USER rule).
         Without its rules no sandbox is started on one."""
@@ -287,6 +304,9 @@ class DockerBackend(Backend):
         if not rules.iptables(rules.host_guard(bridge)):
             log.warning("sandboxes on %s can reach services listening on the host's bridge address",
                         bridge)
+        if not rules.iptables(rules.inbound_guard(bridge)):
+            log.warning("sandboxes on %s are reached by whoever routes its subnet through this "
+                        "host, where its FORWARD policy lets them", bridge)
         if egress == "none" and not rules.iptables(rules.block_all(bridge)):
             raise BackendError(f"cannot block egress on {bridge} (iptables DOCKER-USER); refusing to "
                                "start a sandbox of a type that asks for egress none")
@@ -346,6 +366,15 @@ def _make_workspace(path: str) -> None:
     safecopy.ensure_dir(path, mode=None if root else 0o777)
     if not root:
         os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
+
+
+def _bridge_url(data: dict) -> str | None:
+    """http://<address>:80 of an inspected container on its network (a sandbox has one), None
+    while it has no address (not running)."""
+    for network in ((data.get("NetworkSettings") or {}).get("Networks") or {}).values():
+        if network.get("IPAddress"):
+            return f"http://{network['IPAddress']}:80"
+    return None
 
 
 def _explain(error: DockerException) -> str:

@@ -113,9 +113,17 @@ def jump_rule(bridge: str) -> list[str]:
 
 def host_guard(bridge: str) -> list[str]:
     """Drop new connections from a sandbox bridge to the host itself. One rule, so workers adding
-    it at the same moment cannot get an order wrong; replies to the host's own connections (the
-    published ports' proxy) are not new and pass."""
+    it at the same moment cannot get an order wrong; replies to the host's own connections (a
+    worker calling an agent at its bridge address, or the published ports' proxy) are not new
+    and pass."""
     return ["INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW,INVALID", "-j", "DROP"]
+
+
+def inbound_guard(bridge: str) -> list[str]:
+    """Drop new connections forwarded into a sandbox bridge (from the LAN, when a machine routes
+    the bridge's subnet through this host), whatever the host's FORWARD policy: only this host
+    calls the agents, and its own connections are not forwarded."""
+    return ["DOCKER-USER", "-o", bridge, "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]
 
 
 def block_all(bridge: str) -> list[str]:

@@ -51,12 +51,19 @@ def first_stdout(result: dict) -> str:
 
 
 def container_endpoint(container) -> tuple[str, str]:
-    """A sandbox container's agent URL on loopback and its bearer (the fleet's label, else the
-    ``SECRET_TOKEN`` an upstream image reads)."""
-    port = container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+    """A sandbox container's agent URL where its own server calls it (a published loopback port,
+    as upstream's and the fleet's DOCKER_ACCESS_MODE=port; else its bridge address, as the
+    fleet's default) and its bearer (the fleet's label, else the ``SECRET_TOKEN`` an upstream
+    image reads)."""
+    network = container.attrs["NetworkSettings"]
+    published = (network.get("Ports") or {}).get("80/tcp")
+    if published:
+        base = f"http://127.0.0.1:{published[0]['HostPort']}"
+    else:
+        base = f"http://{next(iter(network['Networks'].values()))['IPAddress']}:80"
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] or [])
     token = (container.labels or {}).get("io.sandbox-fleet.secret") or env.get("SECRET_TOKEN", "")
-    return f"http://127.0.0.1:{port}/fastapi", token
+    return f"{base}/fastapi", token
 
 
 def bench_acquire(fleet: LocalFleet, sessions: int, batch: int) -> tuple[dict, dict]:
@@ -91,11 +98,10 @@ def bench_calls(fleet: LocalFleet, docker_client, calls: int) -> tuple[dict, dic
     fleet.wait_for(lambda: fleet.get("fleet/status").json()["pools"]["base"]["warm"] >= pool,
                    timeout=120, what="the pool refilled")
     try:
-        container = docker_client.containers.get(name)
-        port = container.attrs["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+        base, token = container_endpoint(docker_client.containers.get(name))
         direct = requests.Session()  # the sandbox's secret is in a label, never in its env
-        direct.headers["Authorization"] = f"Bearer {container.labels['io.sandbox-fleet.secret']}"
-        url = f"http://127.0.0.1:{port}/fastapi/tools/run_shell_command"
+        direct.headers["Authorization"] = f"Bearer {token}"
+        url = f"{base}/tools/run_shell_command"
         via_fleet, straight = [], []
         for _ in range(20):  # warm both paths' connections
             fleet.data("call_tool", {"identity": name, **ECHO})

@@ -2,7 +2,7 @@
 
 Many agentscope-runtime SDK sessions at once, each: enter (``/create_from_pool``), N shell calls,
 exit (``/release``), against a fleet of two worker hosts on this machine sharing one Redis. It
-counts errors, port collisions (two live sandboxes of one host on one port) and containers left
+counts errors, address collisions (two live sandboxes of one host at one address) and containers left
 behind, and prints throughput and latency percentiles. It stops by itself: every request has the
 SDK's timeout and the run a bounded number of sessions.
 """
@@ -35,7 +35,7 @@ def one_session(fleet: LocalFleet, calls: int, timings: dict, held: list, lock: 
         if not sandbox.sandbox_id or sandbox.sandbox_id.startswith("Error"):
             raise RuntimeError(f"create failed: {sandbox.sandbox_id}")
         info = sandbox.get_info()
-        port = int(info["url"].rsplit(":", 1)[1])
+        address = info["url"]  # its bridge address, or 127.0.0.1:<host port> (DOCKER_ACCESS_MODE)
         call_times = []
         for i in range(calls):
             t = time.perf_counter()
@@ -52,16 +52,16 @@ def one_session(fleet: LocalFleet, calls: int, timings: dict, held: list, lock: 
         timings["create"].append(entered - started)
         timings["call"].extend(call_times)
         timings["release"].append(released - t)
-        held.append((info["host"], port, entered, t))
+        held.append((info["host"], address, entered, t))
 
 
 def collisions(held: list) -> int:
-    """Pairs of sandboxes that held the same port of the same host at the same time."""
+    """Pairs of sandboxes that held the same address of the same host at the same time."""
     count = 0
-    by_port: dict = {}
-    for host, port, start, end in held:
-        by_port.setdefault((host, port), []).append((start, end))
-    for spans in by_port.values():
+    by_address: dict = {}
+    for host, address, start, end in held:
+        by_address.setdefault((host, address), []).append((start, end))
+    for spans in by_address.values():
         spans.sort()
         count += sum(1 for (_, end), (start, _) in zip(spans, spans[1:], strict=False) if start < end)
     return count
@@ -85,7 +85,7 @@ def run_load(fleet: LocalFleet, sessions: int, calls: int, concurrency: int) -> 
     return {
         "sessions": sessions, "calls_per_session": calls, "concurrency": concurrency,
         "errors": len(errors), "error_samples": errors[:5],
-        "port_collisions": collisions(held),
+        "address_collisions": collisions(held),
         "hosts_used": sorted({h for h, *_ in held}),
         "elapsed_s": round(elapsed, 2),
         "sessions_per_s": round(len(held) / elapsed, 2),

@@ -105,7 +105,8 @@ def desktop_stream(identity: str) -> Response:
     client = request.environ.get("gunicorn.socket")
     if client is None:
         return jsonify(detail="the desktop stream needs the API under gunicorn"), 501
-    target = _stream_target(record, fleet.settings.FLEET_HOST_NAME)
+    target = _stream_target(record, fleet.settings.FLEET_HOST_NAME,
+                            pods=fleet.settings.CONTAINER_DEPLOYMENT == "k8s")
     if isinstance(target, Response):
         return target
     try:
@@ -127,26 +128,27 @@ def desktop_stream(identity: str) -> Response:
     return _Hijacked()
 
 
-def _stream_target(record: dict, this_host: str) -> tuple[str, int] | Response:
-    """Where to open the sandbox's WebSocket: its agent's plain-HTTP address (a pod, reached from
-    any API of the cluster), or 127.0.0.1:port on the sandbox's own host. A cloud endpoint (TLS,
+def _stream_target(record: dict, this_host: str, pods: bool) -> tuple[str, int] | Response:
+    """Where to open the sandbox's WebSocket: its agent's plain-HTTP address, or
+    127.0.0.1:port. A pod's address (``pods``) is reached from any API of the cluster; a
+    container's, on its bridge or a host port, only from its own host. A cloud endpoint (TLS,
     behind the service's gateway) is not dialled."""
     name = record["container_name"]
     agent_url = record.get("agent_url")
-    if agent_url:
-        parts = urlsplit(agent_url)
-        if parts.scheme != "http" or not parts.hostname or parts.path.strip("/"):
-            response = jsonify(detail=f"the desktop stream of {name} is not served: its agent is "
-                                      f"a cloud endpoint ({parts.scheme}://{parts.hostname})")
-            response.status_code = 501
-            return response
+    parts = urlsplit(agent_url) if agent_url else None
+    if parts and (parts.scheme != "http" or not parts.hostname or parts.path.strip("/")):
+        response = jsonify(detail=f"the desktop stream of {name} is not served: its agent is "
+                                  f"a cloud endpoint ({parts.scheme}://{parts.hostname})")
+        response.status_code = 501
+        return response
+    if parts and pods:
         return parts.hostname, parts.port or 80
-    if record.get("host") != this_host or not record.get("port"):
+    if record.get("host") != this_host or not (parts or record.get("port")):
         response = jsonify(detail=f"the desktop stream of {name} is served by the API on its host "
                                   f"{record.get('host')!r}")
         response.status_code = 502
         return response
-    return "127.0.0.1", int(record["port"])
+    return (parts.hostname, parts.port or 80) if parts else ("127.0.0.1", int(record["port"]))
 
 
 class _Hijacked(Response):

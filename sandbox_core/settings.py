@@ -182,6 +182,11 @@ class Settings:
     STORAGE_FOLDER: str | None = _setting(
         None, _optional_str, "copy workspaces to/from this folder (or OSS prefix) on release/restore")
     PORT_RANGE: tuple = _setting((49152, 59152), _port_range, "host ports for sandboxes, [start, end)")
+    DOCKER_ACCESS_MODE: str = _setting(
+        "bridge", _choice("bridge", "port"), "how workers reach a Docker or gVisor sandbox: bridge "
+        "= <its address on the fleet's bridge>:80, no host port; port = 127.0.0.1:<a port of "
+        "PORT_RANGE> published by Docker, for workers that cannot reach the bridge (rootless "
+        "Docker, Docker Desktop)", fleet=True)
 
     # Redis
     REDIS_ENABLED: bool = _setting(

@@ -88,10 +88,11 @@ class AgentClient:
                 self._addresses.move_to_end(name)
                 return self._addresses[name]
         record = store.get(name)
-        if record is None or record.get("state") not in ("running", "warm") or not record.get("port"):
+        if record is None or record.get("state") not in ("running", "warm") or not (
+                record.get("port") or record.get("agent_url")):
             raise NotFound(f"sandbox not found: {name}")
-        address = {k: record[k] for k in ("port", "agent_secret", "container_id", "container_name")}
-        address["agent_url"] = record.get("agent_url")  # a cloud sandbox's endpoint
+        address = {k: record[k] for k in ("agent_secret", "container_id", "container_name")}
+        address.update(port=record.get("port"), agent_url=record.get("agent_url"))
         with self._lock:
             self._addresses[name] = address
             while len(self._addresses) > ADDRESS_CACHE_SIZE:

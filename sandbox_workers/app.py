@@ -153,7 +153,8 @@ class HostStartup(bootsteps.StartStopStep):
         if jobs.host_queue(ctx.host) not in consumed:
             return
         self.owns_host = True
-        warn_if_ports_shared(ctx.settings)
+        if ctx.backend.uses_host_port:
+            warn_if_ports_shared(ctx.settings)
         ctx.store.stop_draining(ctx.host)  # a host started again serves creates again
         seen = rebuild.remembered_epoch(ctx.settings, ctx.host)
         if seen is not None and ctx.store.epoch() != seen:

@@ -100,15 +100,15 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     if record.get("pool_type"):
         _pool_ready(ctx, record["pool_type"], name)
     else:
-        log.info("sandbox %s: %s on port %s", name, "running" if session else "warm",
-                 record.get("port"))
+        log.info("sandbox %s: %s at %s", name, "running" if session else "warm",
+                 record.get("agent_url") or f"port {record.get('port')}")
     return name
 
 
-def address_fields(container: Container, port: int) -> dict[str, str]:
+def address_fields(container: Container, port: int | None) -> dict[str, str]:
     """Where the sandbox's agent is, as the record keeps it: ``url`` (what get_info shows) and,
-    for a sandbox not on this host's loopback (a cloud endpoint), ``agent_url``, which the worker
-    then calls instead of 127.0.0.1:port."""
+    for a sandbox not on this host's loopback (a bridge address, a pod, a cloud endpoint),
+    ``agent_url``, which the worker then calls instead of 127.0.0.1:port."""
     if container.url:
         return {"url": container.url, "agent_url": container.url}
     return {"url": f"http://localhost:{port}"}
@@ -146,7 +146,7 @@ def _start_and_wait(ctx: WorkerContext, name: str, record: dict, spec, environme
         egress=spec.egress,
         egress_allow=spec.egress_allow,
     ))
-    ctx.store.update(name, container_id=container.id, ports=[str(port)],
+    ctx.store.update(name, container_id=container.id, ports=[str(port)] if port else [],
                      **address_fields(container, port))
     record = ctx.store.get(name)
     ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
@@ -207,9 +207,12 @@ def teardown(ctx: WorkerContext, name: str, keep_workspace: bool = False) -> Non
 
 
 def _start(ctx: WorkerContext, name: str, container_spec: ContainerSpec) -> tuple:
-    """Start the container on a port of this host's range. A port that something outside the
-    fleet binds between our probe and Docker's (an outgoing connection's ephemeral port, when
-    PORT_RANGE overlaps that range) is skipped and left marked taken until reconcile frees it."""
+    """Start the container, on a port of this host's range if its backend publishes one (port
+    None otherwise). A port that something outside the fleet binds between our probe and
+    Docker's (an outgoing connection's ephemeral port, when PORT_RANGE overlaps that range) is
+    skipped and left marked taken until reconcile frees it."""
+    if not ctx.backend.uses_host_port:
+        return ctx.backend.create(container_spec), None
     for _ in range(PORT_ATTEMPTS):
         port = _take_port(ctx, name)
         ctx.store.update(name, url=f"http://localhost:{port}")

@@ -135,7 +135,8 @@ def adopt(ctx: WorkerContext) -> list[str]:
             continue
         container = ctx.backend.inspect(listed.id)
         token = secret.token_of(container)
-        if not container or container.status != "running" or not token or not container.host_port:
+        if not container or container.status != "running" or not token or not (
+                container.host_port or container.url):
             log.info("sandbox %s: cannot adopt it (not running or not ours); removing", name)
             ctx.backend.remove(listed.id)
             continue
@@ -145,11 +146,13 @@ def adopt(ctx: WorkerContext) -> list[str]:
         ctx.store.open_record(
             name, session_id=name.removeprefix(ctx.settings.CONTAINER_PREFIX_KEY), meta=meta,
             session_ctx_id=session, host=ctx.host, adopted=True,
-            container_id=container.id, port=container.host_port, ports=[str(container.host_port)],
+            container_id=container.id, port=container.host_port,
+            ports=[str(container.host_port)] if container.host_port else [],
             **lifecycle.address_fields(container, container.host_port), agent_secret=token,
             mount_dir=container.workspace, version=container.image, **fields)
         ctx.store.hold_instance(name)
-        ctx.store.hold_port(ctx.host, container.host_port)
+        if container.host_port:
+            ctx.store.hold_port(ctx.host, container.host_port)
         ctx.store.add_to_host(ctx.host, name)
         # As at create: a sandbox with no session is "warm" out of any pool (and has an idle limit).
         ctx.store.finish_create(name, states.RUNNING if session else states.WARM)

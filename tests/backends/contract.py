@@ -16,7 +16,7 @@ A subclass sets ``deployment`` (a ``CONTAINER_DEPLOYMENT`` value) and may overri
   backend can report them, and ``cpus_applied(requested)`` when it rounds them.
 
 A sandbox's agent is called where the worker calls it: ``Container.url`` when the backend gave one
-(a cloud endpoint), else 127.0.0.1:<host_port>.
+(a Docker bridge address, a cloud endpoint), else 127.0.0.1:<host_port>.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Sandbox:
         self.spec = spec
         self.container = container
         self.token = spec.environment["SECRET_TOKEN"]
-        # Where the worker calls it: 127.0.0.1:<host_port>, or the URL a cloud service gave,
+        # Where the worker calls it: 127.0.0.1:<host_port>, or the URL the backend gave,
         # with the session headers every call carries (AgentClient).
         base = container.url or f"http://127.0.0.1:{spec.host_port}"
         self.url = f"{base}/fastapi"

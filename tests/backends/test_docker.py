@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from backends.docker import PIDS_LIMIT
+from backends.docker import PIDS_LIMIT, DockerBackend
 
-from .contract import BackendContract, docker_unavailable
+from .contract import BackendContract, Sandbox, docker_unavailable
 
 pytestmark = pytest.mark.docker
 
@@ -24,15 +24,42 @@ class TestDockerBackend(BackendContract):
         host_config = backend.client.api.inspect_container(container_id)["HostConfig"]
         return host_config["Memory"] or None, (host_config["NanoCpus"] / 1e9) or None
 
-    def test_hardened_and_published_on_loopback_only(self, backend, shared):
+    def test_hardened_and_reached_on_its_bridge_only(self, backend, shared):
+        """DOCKER_ACCESS_MODE=bridge (the default): no host port, no docker-proxy; the agent is
+        called at the container's address on the fleet's network."""
         attrs = backend.client.api.inspect_container(shared.container.id)
         host_config = attrs["HostConfig"]
-        assert host_config["PortBindings"]["80/tcp"] == [
-            {"HostIp": "127.0.0.1", "HostPort": str(shared.spec.host_port)}]
+        assert not backend.uses_host_port
+        assert not host_config["PortBindings"]
+        assert not any((attrs["NetworkSettings"]["Ports"] or {}).values())  # exposed, unpublished
+        (network,) = attrs["NetworkSettings"]["Networks"].values()
+        assert shared.container.url == f"http://{network['IPAddress']}:80"
+        assert backend.inspect(shared.container.id).url == shared.container.url
+        assert shared.answers()
         assert host_config["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in host_config["SecurityOpt"]
         assert host_config["PidsLimit"] == PIDS_LIMIT
         assert host_config["Runtime"] == "runc"
+
+    def test_port_mode_publishes_on_loopback_only(self, backend, make_spec):
+        """DOCKER_ACCESS_MODE=port, for workers that cannot reach the bridge: the agent is
+        published on 127.0.0.1:<host_port> and called there; inspect reports the port."""
+        published = DockerBackend(backend.settings.replace(DOCKER_ACCESS_MODE="port"))
+        spec = make_spec()
+        container = published.create(spec)
+        try:
+            attrs = published.client.api.inspect_container(container.id)
+            assert attrs["HostConfig"]["PortBindings"]["80/tcp"] == [
+                {"HostIp": "127.0.0.1", "HostPort": str(spec.host_port)}]
+            assert published.uses_host_port and container.url is None
+            found = published.inspect(container.id)
+            assert (found.host_port, found.url) == (spec.host_port, None)
+            sandbox = Sandbox(spec, container)
+            assert sandbox.url == f"http://127.0.0.1:{spec.host_port}/fastapi"
+            sandbox.wait_ready(60)
+        finally:
+            published.remove(container.id)
+            published.close()
 
     def test_a_sweep_keeps_the_images_in_use_and_drops_those_left_behind(self, backend, start,
                                                                          make_spec):
@@ -51,3 +78,4 @@ class TestDockerBackend(BackendContract):
         backend.remove(sandbox.container.id)
         backend.tidy()
         assert not os.path.ismount(workspace) and not os.path.exists(image)
+

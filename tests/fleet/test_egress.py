@@ -14,10 +14,11 @@ import secrets
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from backends.egress import NON_PUBLIC, chain_name, host_resolvers
+from backends.egress import NON_PUBLIC, chain_name, host_resolvers, inbound_guard
 from tests.conftest import BASE_IMAGE
 from tests.fleet.test_hardening import network_of, probe, shell
 
@@ -47,7 +48,8 @@ def routed_via(address: str, device: str) -> bool:
 
 @pytest.fixture
 def outside():
-    """The namespace with a listener on 10.254.254.2 and 169.254.169.254, removed afterwards."""
+    """The namespace with a listener on 10.254.254.2 and 169.254.169.254, removed afterwards:
+    its name (``ns``) and the listener's ``port``."""
     tag = secrets.token_hex(3)
     ns, host_end, ns_end = f"sfout{tag}", f"sfoh{tag}", f"sfon{tag}"
     try:
@@ -73,7 +75,7 @@ def outside():
                               f"('{LAN_IP}', {PORT}), timeout=1)"], capture_output=True).returncode:
             assert time.monotonic() < deadline, "the outside namespace's listener did not come up"
             time.sleep(0.1)
-        yield PORT
+        yield SimpleNamespace(ns=ns, port=PORT)
     finally:
         if listener:
             listener.kill()
@@ -88,7 +90,7 @@ def test_default_egress_is_public_only_and_types_opt_in(make_fleet, outside, tmp
     ext = tmp_path / "egress_ext.py"
     ext.write_text(EXTENSION)
     fleet = make_fleet(extensions=[str(ext)], POOL_SIZE=0)
-    port = outside
+    port = outside.port
     made = {t: fleet.data("create", {"sandbox_type": t}) for t in ("base", "lan", "office", "sealed")}
     reach = {t: (probe(fleet, name, LAN_IP, port), probe(fleet, name, METADATA_IP, port))
              for t, name in made.items()}
@@ -120,6 +122,26 @@ def test_default_egress_is_public_only_and_types_opt_in(make_fleet, outside, tmp
     result = fleet.data("call_tool", {"identity": made["sealed"], "tool_name": "run_ipython_cell",
                                       "arguments": {"code": "print(6 * 7)"}})
     assert result["content"][0]["text"] == "42\n"
+
+
+def test_nothing_off_the_host_reaches_a_sandbox(make_fleet, outside, docker_client):
+    """A LAN machine that routes the fleet's bridge subnet through this host (the outside
+    namespace, via the host's end of the veth) reaches no sandbox's agent: the fleet's
+    DOCKER-USER rule drops new connections forwarded into its bridges, whatever the host's
+    FORWARD policy. The host itself reaches it at that address: that is how workers call it."""
+    fleet = make_fleet(POOL_SIZE=0)
+    name = fleet.data("create", {"sandbox_type": "base"})
+    net_name, net = network_of(docker_client, name)
+    network = docker_client.networks.get(net_name).attrs
+    ip("netns", "exec", outside.ns, "ip", "route", "add", network["IPAM"]["Config"][0]["Subnet"],
+       "via", HOST_IP)
+    connect = f"import socket; socket.create_connection(('{net['IPAddress']}', 80), timeout=2)"
+    assert subprocess.run([sys.executable, "-c", connect], capture_output=True).returncode == 0
+    from_lan = subprocess.run(["ip", "netns", "exec", outside.ns, sys.executable, "-c", connect],
+                              capture_output=True, text=True)
+    assert from_lan.returncode != 0 and "timed out" in from_lan.stderr, from_lan.stderr
+    bridge = network["Options"]["com.docker.network.bridge.name"]
+    assert subprocess.run(["iptables", "-C", *inbound_guard(bridge)]).returncode == 0
 
 
 def test_egress_allow_is_checked_at_registration(clean_registry):

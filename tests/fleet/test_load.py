@@ -20,7 +20,7 @@ def test_concurrent_sdk_sessions_across_two_hosts(tmp_path, redis_url, raw_redis
     for container in leaked:
         container.remove(force=True)
     assert result["errors"] == 0, result["error_samples"]
-    assert result["port_collisions"] == 0
+    assert result["address_collisions"] == 0
     assert len(result["hosts_used"]) == 2
     assert result["call"]["n"] == 24 * 5
     assert not leaked

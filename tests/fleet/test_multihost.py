@@ -28,7 +28,9 @@ def shared_redis(redis_url, raw_redis):
 
 
 def test_creates_spread_across_hosts_and_calls_go_to_the_owner(make_fleet, shared_redis, docker_client):
-    fleet = make_fleet(POOL_SIZE=0, FLEET_WORKER_CONCURRENCY=2, **shared_redis)
+    # Published ports (DOCKER_ACCESS_MODE=port), so that each host's own PORT_RANGE shows.
+    fleet = make_fleet(POOL_SIZE=0, FLEET_WORKER_CONCURRENCY=2, DOCKER_ACCESS_MODE="port",
+                       **shared_redis)
     other_range = (int(fleet.values["PORT_RANGE"].strip("[]").split(",")[1]) + 1000,) * 2
     other_range = (other_range[0], other_range[0] + 100)
     other = fleet.add_host(f"{fleet.values['FLEET_HOST_NAME']}-b", other_range,

@@ -87,9 +87,10 @@ def test_get_info_never_shows_the_sandbox_secret(fleet, docker_client):
         info = sb.get_info()
         container = docker_client.containers.get(info["container_id"])
         assert container.labels["io.sandbox-fleet.secret"] not in json.dumps(info)
-        # and the sandbox's port is bound to loopback only
-        bindings = container.attrs["HostConfig"]["PortBindings"]["80/tcp"]
-        assert bindings[0]["HostIp"] == "127.0.0.1"
+        # and the sandbox publishes no port: it is reached at its bridge address, from this host
+        assert not container.attrs["HostConfig"]["PortBindings"]
+        address = container.attrs["NetworkSettings"]["Networks"]
+        assert info["url"] == f"http://{next(iter(address.values()))['IPAddress']}:80"
         # with safe defaults
         host_config = container.attrs["HostConfig"]
         assert "no-new-privileges" in host_config["SecurityOpt"]
