@@ -173,7 +173,9 @@ class AgentClient:
             last_error[0] = f"HTTP {response.status}"
             return response.status == 200
 
-        if not polling.poll(ready, deadline - time.monotonic()):
+        # Steps of at most 20 ms, not polling's 100: a create holds one of the host's few
+        # creates-in-flight slots until this returns, and a probe costs a refused connect.
+        if not polling.poll(ready, deadline - time.monotonic(), most=0.02):
             raise Unavailable(f"sandbox {record['container_name']} was not ready in time: {last_error[0]}")
 
     def call_tool(self, record: dict, tool_name: str, arguments: dict, timeout: float) -> dict:
