@@ -156,11 +156,15 @@ def _quietly(func, *args) -> None:
 @click.option("--idle", default=20.0, show_default=True, help="seconds of idle CPU measured a step")
 @click.option("--min-free-gib", default=4.0, show_default=True,
               help="stop before MemAvailable would fall under this")
-def main(steps: str, clients: int, sample: int, idle: float, min_free_gib: float) -> None:
+@click.option("--access-mode", type=click.Choice(["bridge", "port"]), default="bridge",
+              show_default=True, help="DOCKER_ACCESS_MODE of the fleet (port: a docker-proxy each)")
+def main(steps: str, clients: int, sample: int, idle: float, min_free_gib: float,
+         access_mode: str) -> None:
     """Fill this host with idle base sandboxes in steps, measuring at each."""
     targets = [int(s) for s in steps.split(",")]
     docker_client = docker.from_env()
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "nproc": os.cpu_count(),
+                     "access_mode": access_mode,
                      "mem_total_gib": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
                                             / 2**30, 1), "steps": []}
     out = Path(__file__).resolve().parent / "results"
@@ -170,7 +174,7 @@ def main(steps: str, clients: int, sample: int, idle: float, min_free_gib: float
     with tempfile.TemporaryDirectory(prefix="sandbox-fleet-density-") as tmp:
         fleet = LocalFleet(Path(tmp), POOL_SIZE=0, FLEET_SANDBOX_IDLE_TIMEOUT=0,
                            FLEET_RECONCILE_INTERVAL=10, PORT_RANGE="[12000,17000]",
-                           FLEET_WORKER_CONCURRENCY=max(8, clients))
+                           FLEET_WORKER_CONCURRENCY=max(8, clients), DOCKER_ACCESS_MODE=access_mode)
         client = workloads.Client(fleet.url, fleet.token)
         try:
             fleet.start(timeout=120)
