@@ -76,7 +76,7 @@ class DockerBackend(Backend):
             options["memswap_limit"] = options["mem_limit"]  # no swap on top: the limit is real
         try:
             container = self._create_and_start(spec, volumes, options)
-            url = None if self.uses_host_port else _bridge_url(
+            url = None if self.uses_host_port else bridge_url(
                 self.client.api.inspect_container(container.id))
         except ImageNotFound as e:
             raise BadRequest(
@@ -156,7 +156,7 @@ class DockerBackend(Backend):
             labels=data["Config"].get("Labels") or {}, image=data["Config"].get("Image"),
             environment=dict(e.split("=", 1) for e in data["Config"].get("Env") or [] if "=" in e),
             host_port=host_port, workspace=workspace,
-            url=None if host_port else _bridge_url(data))
+            url=None if host_port else bridge_url(data))
 
     def list(self, labels: dict[str, str]) -> list[Container]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -368,7 +368,7 @@ def _make_workspace(path: str) -> None:
         os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
 
 
-def _bridge_url(data: dict) -> str | None:
+def bridge_url(data: dict) -> str | None:
     """http://<address>:80 of an inspected container on its network (a sandbox has one), None
     while it has no address (not running)."""
     for network in ((data.get("NetworkSettings") or {}).get("Networks") or {}).values():

@@ -25,6 +25,7 @@ import click
 import docker
 import requests
 
+from backends.docker import bridge_url
 from tests.localfleet import LocalFleet
 
 ECHO = {"tool_name": "run_shell_command", "arguments": {"command": "echo hi"}}
@@ -55,12 +56,9 @@ def container_endpoint(container) -> tuple[str, str]:
     as upstream's and the fleet's DOCKER_ACCESS_MODE=port; else its bridge address, as the
     fleet's default) and its bearer (the fleet's label, else the ``SECRET_TOKEN`` an upstream
     image reads)."""
-    network = container.attrs["NetworkSettings"]
-    published = (network.get("Ports") or {}).get("80/tcp")
-    if published:
-        base = f"http://127.0.0.1:{published[0]['HostPort']}"
-    else:
-        base = f"http://{next(iter(network['Networks'].values()))['IPAddress']}:80"
+    published = (container.attrs["NetworkSettings"].get("Ports") or {}).get("80/tcp")
+    base = (f"http://127.0.0.1:{published[0]['HostPort']}" if published
+            else bridge_url(container.attrs))
     env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] or [])
     token = (container.labels or {}).get("io.sandbox-fleet.secret") or env.get("SECRET_TOKEN", "")
     return f"{base}/fastapi", token

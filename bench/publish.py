@@ -20,6 +20,8 @@ import time
 import click
 import docker
 
+from sandbox_core import polling
+
 IMAGE = "agentscope/runtime-sandbox-base:latest"
 ENGINE = ("dockerd", "containerd", "containerd-shim-runc-v2", "docker-proxy", "runc")
 
@@ -62,16 +64,15 @@ def one(client: docker.DockerClient, network: str, image: str, mode: str, calls:
         else:
             host, port = settings["Networks"][network]["IPAddress"], 80
         started = time.monotonic() - start
-        deadline = time.monotonic() + 60
-        while True:
+
+        def answers() -> bool:
             try:
-                if _healthz(host, port) < 500:
-                    break
+                return _healthz(host, port) < 500
             except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{mode}: the agent did not answer in 60 s")
-            time.sleep(0.005)
+                return False
+
+        if not polling.poll(answers, 60, first=0.005, most=0.005):
+            raise RuntimeError(f"{mode}: the agent did not answer in 60 s")
         ready, start_cpu = time.monotonic() - start, engine_cpu() - cpu
         connection = http.client.HTTPConnection(host, port, timeout=5)
         times, cpu = [], engine_cpu()
@@ -105,14 +106,14 @@ def main(starts: int, calls: int, image: str) -> None:
                 results[mode].append(one(client, network, image, mode, calls))
     finally:
         client.networks.get(network).remove()
-    rows = [("create + start, wall ms", "start", 1000), ("until healthz answers, ms", "ready", 1000),
-            ("engine CPU per start, ms", "start_cpu", 1000), ("call p50, ms", "call_p50", 1000),
-            ("engine CPU per call, ms", "call_cpu", 1000), ("remove, wall ms", "remove", 1000),
-            ("engine CPU per remove, ms", "remove_cpu", 1000)]
+    rows = [("create + start, wall ms", "start"), ("until healthz answers, ms", "ready"),
+            ("engine CPU per start, ms", "start_cpu"), ("call p50, ms", "call_p50"),
+            ("engine CPU per call, ms", "call_cpu"), ("remove, wall ms", "remove"),
+            ("engine CPU per remove, ms", "remove_cpu")]
     print(f"medians of {starts} starts per way, alternating\n")
     print("| figure | port | bridge | bridge / port |\n|---|---|---|---|")
-    for label, key, scale in rows:
-        port, bridge = (statistics.median(r[key] for r in results[m]) * scale
+    for label, key in rows:
+        port, bridge = (statistics.median(r[key] for r in results[m]) * 1000
                         for m in ("port", "bridge"))
         ratio = f"{bridge / port:.2f}x" if port else "—"
         print(f"| {label} | {port:.3g} | {bridge:.3g} | {ratio} |")

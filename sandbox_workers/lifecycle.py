@@ -105,13 +105,15 @@ def create_sandbox(ctx: WorkerContext, name: str, *, replaces: str | None = None
     return name
 
 
-def address_fields(container: Container, port: int | None) -> dict[str, str]:
-    """Where the sandbox's agent is, as the record keeps it: ``url`` (what get_info shows) and,
-    for a sandbox not on this host's loopback (a bridge address, a pod, a cloud endpoint),
-    ``agent_url``, which the worker then calls instead of 127.0.0.1:port."""
+def address_fields(container: Container, port: int | None) -> dict:
+    """Where the sandbox's agent is, as the record keeps it: ``ports`` (the host port it holds,
+    if any), ``url`` (what get_info shows) and, for a sandbox not on this host's loopback (a
+    bridge address, a pod, a cloud endpoint), ``agent_url``, which the worker then calls instead
+    of 127.0.0.1:port."""
+    ports = [str(port)] if port else []
     if container.url:
-        return {"url": container.url, "agent_url": container.url}
-    return {"url": f"http://localhost:{port}"}
+        return {"ports": ports, "url": container.url, "agent_url": container.url}
+    return {"ports": ports, "url": f"http://localhost:{port}"}
 
 
 def _pool_ready(ctx: WorkerContext, pool_type: str, name: str) -> None:
@@ -146,8 +148,7 @@ def _start_and_wait(ctx: WorkerContext, name: str, record: dict, spec, environme
         egress=spec.egress,
         egress_allow=spec.egress_allow,
     ))
-    ctx.store.update(name, container_id=container.id, ports=[str(port)] if port else [],
-                     **address_fields(container, port))
+    ctx.store.update(name, container_id=container.id, **address_fields(container, port))
     record = ctx.store.get(name)
     ctx.agent.wait_ready(record, time.monotonic() + ctx.settings.FLEET_CREATE_TIMEOUT)
     return record

@@ -147,7 +147,6 @@ def adopt(ctx: WorkerContext) -> list[str]:
             name, session_id=name.removeprefix(ctx.settings.CONTAINER_PREFIX_KEY), meta=meta,
             session_ctx_id=session, host=ctx.host, adopted=True,
             container_id=container.id, port=container.host_port,
-            ports=[str(container.host_port)] if container.host_port else [],
             **lifecycle.address_fields(container, container.host_port), agent_secret=token,
             mount_dir=container.workspace, version=container.image, **fields)
         ctx.store.hold_instance(name)
