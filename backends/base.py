@@ -70,6 +70,9 @@ class Container:
     #: node port or pod IP (Kubernetes), a cloud endpoint as its service gave it. The worker
     #: stores it in the record (``agent_url``) and sends every call there.
     url: str | None = None
+    #: The host interface ``url`` is reached through, where it is a private address of this
+    #: host's own bridge (Docker): calls leave through it or not at all (sandbox_core.netpath).
+    interface: str | None = None
 
 
 class Backend(ABC):

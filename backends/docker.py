@@ -44,6 +44,8 @@ class DockerBackend(Backend):
         self._digest = hashlib.sha1(self.settings.CONTAINER_PREFIX_KEY.encode()).hexdigest()[:10]
         #: (egress mode, allowed CIDRs) -> the fleet's network for it
         self.networks: dict[tuple[str, tuple[str, ...]], str] = {}
+        #: network name -> its host bridge, for networks this process did not make (_interface_of)
+        self._bridges: dict[str, str | None] = {}
         self._host_cpus = float(self.client.info().get("NCPU") or os.cpu_count() or 1)
         self.quota = WorkspaceQuota(self.settings.DEFAULT_MOUNT_DIR)
         self._network_for("open")  # guard the host from the start
@@ -78,6 +80,7 @@ class DockerBackend(Backend):
             container = self._create_and_start(spec, volumes, options)
             url = None if self.uses_host_port else bridge_url(
                 self.client.api.inspect_container(container.id))
+            interface = self._interface_of(options["network"]) if url else None
         except ImageNotFound as e:
             raise BadRequest(
                 f"image {spec.image} is not on this host; build it with `runtime-sandbox-builder`"
@@ -92,7 +95,7 @@ class DockerBackend(Backend):
             self._remove_by_name(spec.name)
             raise BackendError(f"docker started {spec.name} with no address on its network")
         return Container(id=container.id, name=spec.name, status="running", labels=spec.labels,
-                         url=url)
+                         url=url, interface=interface)
 
     @property
     def uses_host_port(self) -> bool:
@@ -151,12 +154,15 @@ class DockerBackend(Backend):
         host_port = int(bindings[0]["HostPort"]) if bindings[0].get("HostPort") else None
         workspace = next((m["Source"] for m in data.get("Mounts") or []
                           if m.get("Destination") == "/workspace"), None)
+        url = None if host_port else bridge_url(data)
+        network = next((name for name, on in ((data.get("NetworkSettings") or {}).get("Networks")
+                                              or {}).items() if on.get("IPAddress")), None)
         return Container(
             id=data["Id"], name=data["Name"].lstrip("/"), status=data["State"]["Status"],
             labels=data["Config"].get("Labels") or {}, image=data["Config"].get("Image"),
             environment=dict(e.split("=", 1) for e in data["Config"].get("Env") or [] if "=" in e),
-            host_port=host_port, workspace=workspace,
-            url=None if host_port else bridge_url(data))
+            host_port=host_port, workspace=workspace, url=url,
+            interface=self._interface_of(network) if url and network else None)
 
     def list(self, labels: dict[str, str]) -> list[Container]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -317,6 +323,31 @@ class DockerBackend(Backend):
         with self._lock:
             self.networks[key] = name
         return name
+
+    def _interface_of(self, network: str) -> str | None:
+        """The host bridge of a sandbox's network, which calls to it are bound to: for the
+        fleet's own, the name it gave; for another bridge network (a type's ``runtime_config``
+        may name one), Docker's. None for a network that is no bridge of this host: its
+        reachability is the operator's choice, and calls to it are not pinned."""
+        with self._lock:
+            for (egress, allow), name in self.networks.items():
+                if name == network:
+                    return self._bridge(egress, allow)
+            if network in self._bridges:
+                return self._bridges[network]
+        try:
+            data = self.client.api.inspect_network(network)
+        except DockerException as e:
+            log.warning("network %s: cannot find its bridge (%s); calls to its sandboxes are not "
+                        "pinned to it", network, _explain(e))
+            return None
+        bridge = None
+        if data.get("Driver") == "bridge":
+            bridge = (data.get("Options") or {}).get("com.docker.network.bridge.name") or \
+                f"br-{data['Id'][:12]}"
+        with self._lock:
+            self._bridges[network] = bridge
+        return bridge
 
     def _remove_by_name(self, name: str) -> None:
         """A failed run may have created the container anyway: never leave it behind."""

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from sandbox_core import netpath
 from sandbox_core.desktop_paths import desktop_path
 from sandbox_core.errors import NotFound, SandboxError
 
@@ -110,7 +111,7 @@ def desktop_stream(identity: str) -> Response:
     if isinstance(target, Response):
         return target
     try:
-        upstream = socket.create_connection(target, timeout=5)
+        upstream = netpath.connect(target, record.get("agent_interface"), timeout=5)
     except OSError as e:
         return jsonify(detail=f"Upstream request failed: {e}"), 502
     head = ["GET /fastapi/websockify HTTP/1.1"]

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import urllib3
 
 from backends.base import session_headers
-from sandbox_core import polling
+from sandbox_core import netpath, polling
 from sandbox_core.errors import BackendError, NotFound, Unavailable
 
 ADDRESS_CACHE_SIZE = 4096
@@ -92,7 +92,8 @@ class AgentClient:
                 record.get("port") or record.get("agent_url")):
             raise NotFound(f"sandbox not found: {name}")
         address = {k: record[k] for k in ("agent_secret", "container_id", "container_name")}
-        address.update(port=record.get("port"), agent_url=record.get("agent_url"))
+        address.update(port=record.get("port"), agent_url=record.get("agent_url"),
+                       agent_interface=record.get("agent_interface"))
         with self._lock:
             self._addresses[name] = address
             while len(self._addresses) > ADDRESS_CACHE_SIZE:
@@ -133,9 +134,15 @@ class AgentClient:
                        **session_headers(record["container_id"])}
         if headers:
             all_headers.update(headers)
+        parsed = urllib3.util.parse_url(url)
         try:
-            return self.http.request(
-                method, url, body=body, headers=all_headers, preload_content=False,
+            # A pool per address and interface: bound to a bridge, a call leaves through it or
+            # fails before sending anything (sandbox_core.netpath).
+            pool = self.http.connection_from_host(
+                parsed.host, parsed.port, parsed.scheme,
+                pool_kwargs={"socket_options": netpath.socket_options(record.get("agent_interface"))})
+            return pool.urlopen(
+                method, parsed.request_uri, body=body, headers=all_headers, preload_content=False,
                 timeout=urllib3.Timeout(connect=5, read=timeout), redirect=False)
         except urllib3.exceptions.HTTPError as e:
             if isinstance(e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError):

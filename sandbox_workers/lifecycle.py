@@ -109,10 +109,11 @@ def address_fields(container: Container, port: int | None) -> dict:
     """Where the sandbox's agent is, as the record keeps it: ``ports`` (the host port it holds,
     if any), ``url`` (what get_info shows) and, for a sandbox not on this host's loopback (a
     bridge address, a pod, a cloud endpoint), ``agent_url``, which the worker then calls instead
-    of 127.0.0.1:port."""
+    of 127.0.0.1:port, through ``agent_interface`` when the backend names one (a bridge)."""
     ports = [str(port)] if port else []
     if container.url:
-        return {"ports": ports, "url": container.url, "agent_url": container.url}
+        return {"ports": ports, "url": container.url, "agent_url": container.url,
+                "agent_interface": container.interface}
     return {"ports": ports, "url": f"http://localhost:{port}"}
 
 

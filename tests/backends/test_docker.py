@@ -35,6 +35,12 @@ class TestDockerBackend(BackendContract):
         (network,) = attrs["NetworkSettings"]["Networks"].values()
         assert shared.container.url == f"http://{network['IPAddress']}:80"
         assert backend.inspect(shared.container.id).url == shared.container.url
+        # calls to it are pinned to the fleet's bridge (sandbox_core.netpath), adopted ones too
+        assert shared.container.interface == backend._bridge("open")
+        adopting = DockerBackend(backend.settings)
+        adopting.networks.clear()  # as a worker that never made it: Docker names the bridge
+        assert adopting.inspect(shared.container.id).interface == shared.container.interface
+        adopting.close()
         assert shared.answers()
         assert host_config["CapDrop"] == ["ALL"]
         assert "no-new-privileges" in host_config["SecurityOpt"]
@@ -52,6 +58,7 @@ class TestDockerBackend(BackendContract):
             assert attrs["HostConfig"]["PortBindings"]["80/tcp"] == [
                 {"HostIp": "127.0.0.1", "HostPort": str(spec.host_port)}]
             assert published.uses_host_port and container.url is None
+            assert container.interface is None
             found = published.inspect(container.id)
             assert (found.host_port, found.url) == (spec.host_port, None)
             sandbox = Sandbox(spec, container)
