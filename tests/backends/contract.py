@@ -16,7 +16,8 @@ A subclass sets ``deployment`` (a ``CONTAINER_DEPLOYMENT`` value) and may overri
   backend can report them, and ``cpus_applied(requested)`` when it rounds them.
 
 A sandbox's agent is called where the worker calls it: ``Container.url`` when the backend gave one
-(a Docker bridge address, a cloud endpoint), else 127.0.0.1:<host_port>.
+(a Docker bridge address, a cloud endpoint), else 127.0.0.1:<host_port>, and through the interface
+the backend named, as the worker does (so a test's request never leaves the host either).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from backends import Backend, Container, ContainerSpec, backend_class
 from backends.base import LABEL_FLEET, LABEL_HOST, LABEL_NAME, LABEL_TYPE, session_headers
-from sandbox_core import polling
+from sandbox_core import netpath, polling
 from sandbox_core.errors import BackendError, BadRequest, SandboxError
 from sandbox_core.settings import parse_settings
 from tests.conftest import BASE_IMAGE, REQUIRE_DOCKER, docker_unavailable
@@ -39,6 +41,17 @@ from tests.localfleet import free_port
 __all__ = ["BASE_IMAGE", "REQUIRE_DOCKER", "BackendContract", "Sandbox", "docker_unavailable"]
 
 MISSING_IMAGE = "agentscope/runtime-sandbox-no-such-type:latest"
+
+
+class _Pinned(HTTPAdapter):
+    """Connections bound to ``interface`` (sandbox_core.netpath), when there is one."""
+
+    def __init__(self, interface: str | None) -> None:
+        self.socket_options = netpath.socket_options(interface)
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, socket_options=self.socket_options, **kwargs)
 
 
 class Sandbox:
@@ -53,10 +66,12 @@ class Sandbox:
         base = container.url or f"http://127.0.0.1:{spec.host_port}"
         self.url = f"{base}/fastapi"
         self.headers = session_headers(container.id)
+        self.http = requests.Session()
+        self.http.mount("http://", _Pinned(container.interface))
 
     def get(self, path: str, token: str | None = None, timeout: float = 5) -> requests.Response:
         headers = {**self.headers, "Authorization": f"Bearer {token or self.token}"}
-        return requests.get(f"{self.url}{path}", headers=headers, timeout=timeout)
+        return self.http.get(f"{self.url}{path}", headers=headers, timeout=timeout)
 
     def answers(self) -> bool:
         """Whether the agent answers /healthz (a refused connection, or a cloud service's error
@@ -68,7 +83,7 @@ class Sandbox:
 
     def shell(self, command: str, timeout: float = 30) -> tuple[str, str, int]:
         """(stdout, stderr, returncode) of a command run by the agent's shell tool."""
-        response = requests.post(f"{self.url}/tools/run_shell_command",
+        response = self.http.post(f"{self.url}/tools/run_shell_command",
                                  json={"command": command, "timeout": timeout},
                                  headers={**self.headers, "Authorization": f"Bearer {self.token}"},
                                  timeout=timeout + 5)
