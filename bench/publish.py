@@ -7,7 +7,11 @@ sandbox) and ``bridge`` (nothing published, the agent called at the container's 
 each start: wall time of create + start and until ``/fastapi/healthz`` answers, and the CPU that
 dockerd, containerd, the shims and ``docker-proxy`` took (their own and their reaped children's,
 such as ``runc`` and ``iptables``: ``/proc/<pid>/stat``); then ``--calls`` healthz calls on one
-connection (p50, and that CPU per call), and the removal (wall, CPU). Needs Docker and the image.
+connection (p50, and that CPU per call), a change of the container's CPU weight (``docker update
+--cpu-shares``, what "a low weight until warm" would cost: engine CPU), and the removal (wall,
+CPU). Beside them, the CPU the sandbox's own processes took until its agent answered (its cgroup's
+``cpuacct.usage``, or ``cpu.stat`` on cgroup v2): what such a low weight could defer at most.
+Needs Docker and the image.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import docker
 from sandbox_core import polling
 
 IMAGE = "agentscope/runtime-sandbox-base:latest"
+UPDATES = 3
 ENGINE = ("dockerd", "containerd", "containerd-shim-runc-v2", "docker-proxy", "runc")
 
 
@@ -40,6 +45,20 @@ def engine_cpu() -> float:
             continue
         ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def sandbox_cpu(container_id: str) -> float | None:
+    """CPU seconds the container's own processes took so far (cgroup v1 or v2), None if unknown."""
+    try:
+        with open(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage") as f:
+            return int(f.read()) / 1e9
+    except OSError:
+        pass
+    try:
+        with open(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat") as f:
+            return int(f.readline().split()[1]) / 1e6  # usage_usec
+    except OSError:
+        return None
 
 
 def _healthz(host: str, port: int, connection: http.client.HTTPConnection | None = None) -> int:
@@ -74,6 +93,7 @@ def one(client: docker.DockerClient, network: str, image: str, mode: str, calls:
         if not polling.poll(answers, 60, first=0.005, most=0.005):
             raise RuntimeError(f"{mode}: the agent did not answer in 60 s")
         ready, start_cpu = time.monotonic() - start, engine_cpu() - cpu
+        own_cpu = sandbox_cpu(container.id)
         connection = http.client.HTTPConnection(host, port, timeout=5)
         times, cpu = [], engine_cpu()
         for _ in range(calls):
@@ -82,11 +102,16 @@ def one(client: docker.DockerClient, network: str, image: str, mode: str, calls:
             times.append(time.perf_counter() - t)
         call_cpu = (engine_cpu() - cpu) / calls
         connection.close()
+        cpu = engine_cpu()
+        for shares in (2, 1024) * UPDATES:  # low, then back: a few, for the clock's 10 ms ticks
+            client.api.update_container(container.id, cpu_shares=shares)
+        update_cpu = (engine_cpu() - cpu) / (2 * UPDATES)
     finally:
         cpu, t = engine_cpu(), time.monotonic()
         container.remove(force=True)
     return {"start": started, "ready": ready, "start_cpu": start_cpu,
             "call_p50": statistics.median(times), "call_cpu": call_cpu,
+            "own_cpu": own_cpu if own_cpu is not None else float("nan"), "update_cpu": update_cpu,
             "remove": time.monotonic() - t, "remove_cpu": engine_cpu() - cpu}
 
 
@@ -107,8 +132,11 @@ def main(starts: int, calls: int, image: str) -> None:
     finally:
         client.networks.get(network).remove()
     rows = [("create + start, wall ms", "start"), ("until healthz answers, ms", "ready"),
-            ("engine CPU per start, ms", "start_cpu"), ("call p50, ms", "call_p50"),
-            ("engine CPU per call, ms", "call_cpu"), ("remove, wall ms", "remove"),
+            ("engine CPU per start, ms", "start_cpu"),
+            ("the sandbox's own CPU until healthz, ms", "own_cpu"), ("call p50, ms", "call_p50"),
+            ("engine CPU per call, ms", "call_cpu"),
+            ("engine CPU per `docker update --cpu-shares`, ms", "update_cpu"),
+            ("remove, wall ms", "remove"),
             ("engine CPU per remove, ms", "remove_cpu")]
     print(f"medians of {starts} starts per way, alternating\n")
     print("| figure | port | bridge | bridge / port |\n|---|---|---|---|")
