@@ -1,8 +1,12 @@
-"""HTTP plumbing: request bodies (sized or chunked), JSON answers, keep-alive.
+"""HTTP plumbing: request parsing, bodies (sized or chunked), JSON answers, keep-alive.
 
-``http.server.ThreadingHTTPServer`` with ``protocol_version = "HTTP/1.1"``: every answer carries a
-Content-Length, so clients keep one connection open across calls. Handlers get a :class:`Request`
-and return a :class:`Response`; they raise :class:`~sandbox_agent.errors.HTTPError` for error answers.
+A small HTTP/1.1 server on ``socketserver``'s threads: every answer carries a Content-Length, so
+clients keep one connection open across calls. Handlers get a :class:`Request` and return a
+:class:`Response`; they raise :class:`~sandbox_agent.errors.HTTPError` for error answers.
+
+Not ``http.server``: importing it (with ``http.client`` and the ``email`` package it parses
+headers with, ``html``, ``mimetypes``, ...) cost every sandbox about 2 MiB of memory and a third of
+the agent's start-up CPU, for a request line and a few headers (measured: docs/images.md).
 """
 
 from __future__ import annotations
@@ -12,15 +16,9 @@ import logging
 import socketserver
 import sys
 import time
+from urllib.parse import parse_qs, urlsplit
 
-# The agent serves plain HTTP and opens no TLS connection: keep http.client from importing ssl,
-# which maps OpenSSL (libssl + libcrypto, about 4.4 MiB of RSS) into a process kept under 15 MiB.
-# Code that needs TLS inside the agent process must drop this line (or import ssl before this module).
-sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from urllib.parse import parse_qs, urlsplit  # noqa: E402
-
-from .errors import HTTPError, bad_request  # noqa: E402
+from .errors import HTTPError, bad_request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,6 +33,19 @@ CHUNK = 1 << 20
 MAX_BUFFERED_BODY = 1 << 30  # a JSON or multipart body is read into memory up to this size
 DRAIN_LIMIT = 1 << 20  # an unread body up to this size is drained to keep the connection; else close
 QUIET_PATHS = ("/healthz", "/fastapi/healthz")  # polled every second: logged at DEBUG only
+MAX_LINE = 65536  # a request line or header line longer than this is refused (414 / 431)
+MAX_HEADERS = 100
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
+REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
+           401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           408: "Request Timeout", 409: "Conflict", 410: "Gone", 413: "Content Too Large",
+           414: "URI Too Long", 415: "Unsupported Media Type", 416: "Range Not Satisfiable",
+           422: "Unprocessable Content", 429: "Too Many Requests",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
+           504: "Gateway Timeout", 505: "HTTP Version Not Supported"}
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class Request:
@@ -176,14 +187,95 @@ def _iter_chunked(rfile: BinaryIO) -> Iterator[bytes]:
         rfile.readline(8)  # CRLF after the chunk
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle on, the body waits for the client's delayed
-    # ACK (40 ms on Linux) on every keep-alive request. TCP_NODELAY sends both at once.
+class Headers:
+    """A request's header fields: looked up by name in any case, listed as they came."""
+
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._fields = fields
+        self._by_name: dict[str, str] = {}
+        for name, value in fields:
+            key = name.lower()
+            self._by_name[key] = f"{self._by_name[key]}, {value}" if key in self._by_name else value
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._by_name.get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._by_name
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields)
+
+
+class BadRequestLine(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Handler(socketserver.StreamRequestHandler):
+    """One connection: requests read and answered in turn until either side closes it."""
+
+    # Headers and body go out in two writes when a body is streamed; with Nagle on, the body would
+    # wait for the client's delayed ACK (40 ms on Linux) on every keep-alive request.
     disable_nagle_algorithm = True
-    server_version = "sandbox-agent"
-    sys_version = ""
     dispatch: Dispatch  # set by make_server
+    command = path = requestline = ""
+    headers = Headers([])
+
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            self.handle_one_request()
+
+    def handle_one_request(self) -> None:
+        self.close_connection = True
+        try:
+            line = self.rfile.readline(MAX_LINE + 1)
+            if not line:
+                return
+            self._parse(line)
+        except BadRequestLine as exc:
+            self.send_error(exc.status, exc.detail)
+            return
+        except (TimeoutError, ConnectionError):  # idle past the timeout, or gone
+            return
+        if self.command not in METHODS:
+            self.send_error(501, f"unsupported method {self.command!r}")
+            return
+        if self.headers.get("Expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._handle()
+
+    def _parse(self, line: bytes) -> None:
+        """The request line and header fields; BadRequestLine for what cannot be answered."""
+        if len(line) > MAX_LINE:
+            raise BadRequestLine(414, "request line too long")
+        self.requestline = line.decode("latin-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or not words[2].startswith("HTTP/"):
+            raise BadRequestLine(400, f"bad request line {self.requestline[:100]!r}")
+        self.command, self.path, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise BadRequestLine(505, f"unsupported HTTP version {version[:20]!r}")
+        fields: list[tuple[str, str]] = []
+        while True:
+            raw = self.rfile.readline(MAX_LINE + 1)
+            if len(raw) > MAX_LINE:
+                raise BadRequestLine(431, "header line too long")
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            if len(fields) >= MAX_HEADERS:
+                raise BadRequestLine(431, "too many headers")
+            name, colon, value = raw.decode("latin-1").partition(":")
+            if not colon or not name or name != name.strip() or raw[:1] in (b" ", b"\t"):
+                raise BadRequestLine(400, f"malformed header line {raw[:100]!r}")
+            fields.append((name, value.strip()))
+        self.headers = Headers(fields)
+        connection = self.headers.get("Connection", "").lower()
+        self.close_connection = "close" in connection or (
+            version == "HTTP/1.0" and "keep-alive" not in connection)
 
     def _handle(self) -> None:
         started = time.monotonic()
@@ -208,55 +300,59 @@ class Handler(BaseHTTPRequestHandler):
         log.log(level, "%s %s %d %.1fms", self.command, url.path, response.status,
                 (time.monotonic() - started) * 1000)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
-
     def _send(self, response: Response) -> None:
+        """The status line and headers, then the body: in one write when it is in memory."""
         try:
-            self.send_response(response.status)
+            head = [f"HTTP/1.1 {response.status} {REASONS.get(response.status, '')}",
+                    "Server: sandbox-agent", f"Date: {_http_date()}"]
             if response.content_type:
-                self.send_header("Content-Type", response.content_type)
-            self.send_header("Content-Length", str(response.length))
+                head.append(f"Content-Type: {response.content_type}")
+            head.append(f"Content-Length: {response.length}")
             if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
+                head.append("Connection: close")
+            data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
             if self.command == "HEAD":
+                self.wfile.write(data)
                 return
-            if response.stream is None:
-                if response.body:
+            if response.stream is None:  # small: one packet; large: no copy of the body
+                if len(response.body) <= CHUNK // 16:
+                    self.wfile.write(data + response.body)
+                else:
+                    self.wfile.write(data)
                     self.wfile.write(response.body)
                 return
+            self.wfile.write(data)
             remaining = response.length  # a file that grows meanwhile must not overrun Content-Length
             while remaining > 0:
-                data = response.stream.read(min(CHUNK, remaining))
-                if not data:  # it shrank: the client cannot get what was promised
+                chunk = response.stream.read(min(CHUNK, remaining))
+                if not chunk:  # it shrank: the client cannot get what was promised
                     self.close_connection = True
                     break
-                self.wfile.write(data)
-                remaining -= len(data)
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
         finally:
             if response.stream is not None:
                 response.stream.close()
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # Malformed requests: JSON like every other answer, and close (the stream is out of step).
+    def send_error(self, code: int, message: str) -> None:
+        """Malformed requests: JSON like every other answer, and close (the stream is out of step)."""
         self.close_connection = True
         with contextlib.suppress(OSError):
-            self._send(json_response({"detail": message or explain or "Bad request"}, code))
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (BaseHTTPRequestHandler API)
-        log.debug(format, *args)
+            self._send(json_response({"detail": message}, code))
 
 
-class Server(ThreadingHTTPServer):
+def _http_date() -> str:
+    """The Date header's IMF-fixdate, independent of the locale."""
+    t = time.gmtime()
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
+
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind asks socket.getfqdn(), a reverse DNS lookup that can stall start-up in
-        # a container with no resolver; the name is only used for CGI.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that went away mid-answer is routine; anything else is logged with its traceback.

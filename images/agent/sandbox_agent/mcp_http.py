@@ -17,14 +17,18 @@ before: the agent keeps it out of an idle process).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import logging
 import sys
 import threading
 from urllib.parse import urljoin, urlsplit
 
-from .mcp_session import MCPError, Transport
+# http.client imports ssl when it can, which maps OpenSSL (libssl + libcrypto, about 4.4 MiB of
+# RSS) into a process kept small; only an https server needs it, and _https loads it then.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+import http.client  # noqa: E402
+
+from .mcp_session import MCPError, Transport  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,7 +51,7 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
 
 
 def _https(host: str, port: int, timeout: float) -> http.client.HTTPConnection:
-    """An HTTPS connection, loading ssl only now (httpd.py keeps it out of the idle agent)."""
+    """An HTTPS connection, loading ssl only now (kept out of the agent until then, above)."""
     if sys.modules.get("ssl", False) is None:
         del sys.modules["ssl"]
     import ssl
