@@ -154,15 +154,13 @@ class DockerBackend(Backend):
         host_port = int(bindings[0]["HostPort"]) if bindings[0].get("HostPort") else None
         workspace = next((m["Source"] for m in data.get("Mounts") or []
                           if m.get("Destination") == "/workspace"), None)
-        url = None if host_port else bridge_url(data)
-        network = next((name for name, on in ((data.get("NetworkSettings") or {}).get("Networks")
-                                              or {}).items() if on.get("IPAddress")), None)
+        network, url = (None, None) if host_port else bridge_address(data)
         return Container(
             id=data["Id"], name=data["Name"].lstrip("/"), status=data["State"]["Status"],
             labels=data["Config"].get("Labels") or {}, image=data["Config"].get("Image"),
             environment=dict(e.split("=", 1) for e in data["Config"].get("Env") or [] if "=" in e),
             host_port=host_port, workspace=workspace, url=url,
-            interface=self._interface_of(network) if url and network else None)
+            interface=self._interface_of(network) if network else None)
 
     def list(self, labels: dict[str, str]) -> list[Container]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
@@ -399,13 +397,18 @@ def _make_workspace(path: str) -> None:
         os.chmod(os.path.dirname(os.path.abspath(path)), 0o700)
 
 
-def bridge_url(data: dict) -> str | None:
-    """http://<address>:80 of an inspected container on its network (a sandbox has one), None
-    while it has no address (not running)."""
-    for network in ((data.get("NetworkSettings") or {}).get("Networks") or {}).values():
+def bridge_address(data: dict) -> tuple[str, str] | tuple[None, None]:
+    """(network name, http://<address>:80) of an inspected container on its network (a sandbox
+    has one), (None, None) while it has no address (not running)."""
+    for name, network in ((data.get("NetworkSettings") or {}).get("Networks") or {}).items():
         if network.get("IPAddress"):
-            return f"http://{network['IPAddress']}:80"
-    return None
+            return name, f"http://{network['IPAddress']}:80"
+    return None, None
+
+
+def bridge_url(data: dict) -> str | None:
+    """The URL of :func:`bridge_address` (None while the container has no address)."""
+    return bridge_address(data)[1]
 
 
 def _explain(error: DockerException) -> str:
