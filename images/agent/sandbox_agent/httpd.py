@@ -36,6 +36,7 @@ QUIET_PATHS = ("/healthz", "/fastapi/healthz")  # polled every second: logged at
 MAX_LINE = 65536  # a request line or header line longer than this is refused (414 / 431)
 MAX_HEADERS = 100
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"})
+# Not http.HTTPStatus: importing ``http`` costs the agent 60 kB and 1.3 ms at every start.
 REASONS = {200: "OK", 206: "Partial Content", 304: "Not Modified", 400: "Bad Request",
            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
            408: "Request Timeout", 409: "Conflict", 410: "Gone", 413: "Content Too Large",
